@@ -1,0 +1,41 @@
+# One-command entry points. `make demo` and `make test` work on a fresh clone: they create
+# .venv, install the project (editable, with test extras) and run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DATA ?= data/synthetic2022
+DEMO_EPOCHS ?= 30
+
+.PHONY: install demo test test-fast bench clean-logs help
+
+help:
+	@echo "make demo       set up, write the synthetic dataset, train the AE baseline, print the official scores"
+	@echo "make test       set up and run the whole test suite"
+	@echo "make test-fast  set up and run the tests not marked slow"
+	@echo "make bench      data-pipeline benchmark (writes benchmarks/data_pipeline.json)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required, found " + sys.version' 
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	@test -d $(DEMO_DATA) || $(BIN)/asd-synth --year 2022 --out $(DEMO_DATA)
+	$(BIN)/asd-train experiment=ae_baseline data=synthetic data.root=$(abspath $(DEMO_DATA)) trainer.max_epochs=$(DEMO_EPOCHS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/data_pipeline.py --out benchmarks/data_pipeline.json
+
+clean-logs:
+	rm -rf logs

@@ -1,0 +1,101 @@
+"""After the test loop: clip scores → submission CSVs, decisions and the official DCASE table.
+
+Works with methods that score clips directly (``ASDMethod.clip_scores``). The decision
+threshold follows the official baselines: per machine type, the ``decision_quantile``
+quantile of a gamma distribution fitted to the scores of that machine's training clips.
+Metrics go to every active logger (``test/official_score`` ...); the table is printed and
+saved as ``scores.csv`` / ``scores.json`` next to the submission files.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from asd_lightning.metrics import evaluate, gamma_threshold, write_submission
+
+log = logging.getLogger(__name__)
+
+
+def gather_objects(items: list) -> list:
+    """Concatenate per-rank Python lists on every rank (identity without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    gathered: list[list] = [None] * dist.get_world_size()  # type: ignore[list-item]
+    dist.all_gather_object(gathered, items)
+    return [item for part in gathered for item in part]
+
+
+def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.DataFrame:
+    """Run ``pl_module.clip_scores`` over whole clips of ``subset``; returns clip_id and score."""
+    ids, scores = [], []
+    with torch.inference_mode():
+        for batch in datamodule.clip_dataloader(subset):
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            batch = datamodule.on_after_batch_transfer(batch, 0)
+            ids.append(batch["clip_id"].cpu())
+            scores.append(pl_module.clip_scores(batch).float().cpu())
+    ids = gather_objects(torch.cat(ids).tolist() if ids else [])
+    scores = gather_objects(torch.cat(scores).tolist() if scores else [])
+    return pd.DataFrame({"clip_id": ids, "score": scores}).drop_duplicates("clip_id")
+
+
+class OfficialScores(L.Callback):
+    """Write ``anomaly_score_*``/``decision_result_*`` CSVs and log the official scores.
+
+    Args:
+        output_dir: folder for the submission and score tables (Hydra's run dir by default).
+        decision_quantile: gamma quantile of training scores used as the decision threshold.
+    """
+
+    def __init__(self, output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
+        self.output_dir = Path(output_dir)
+        self.decision_quantile = decision_quantile
+        self._ids: list[int] = []
+        self._scores: list[float] = []
+        self.report = None
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._ids, self._scores = [], []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is None or "score" not in outputs:
+            return
+        self._ids += outputs["clip_id"].cpu().tolist()
+        self._scores += outputs["score"].cpu().tolist()
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        test = pd.DataFrame({"clip_id": gather_objects(self._ids), "score": gather_objects(self._scores)})
+        if test.empty:
+            log.warning("OfficialScores: the model returned no clip scores; nothing to write")
+            return
+        train = score_clips(pl_module, datamodule, "fit")
+        clips = datamodule.clips.set_index("clip_id")
+        thresholds = {}
+        for machine, group in clips.loc[train["clip_id"]].assign(score=train["score"].to_numpy()).groupby("machine"):
+            if machine in datamodule.machine_types:
+                thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
+        test = test.drop_duplicates("clip_id").join(clips, on="clip_id")
+        test["decision"] = (test["score"] > test["machine"].map(thresholds)).astype(int)
+        labelled = test[test["label"] != "unknown"]
+        if labelled.empty:
+            metrics = {}
+        else:
+            self.report = evaluate(labelled, datamodule.year)
+            metrics = self.report.metrics_dict(prefix="test/")
+            pl_module.log_dict({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, rank_zero_only=True)
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_submission(test, self.output_dir, datamodule.year)
+            pd.Series(thresholds, name="threshold").to_csv(self.output_dir / "decision_thresholds.csv")
+            if self.report is not None:
+                self.report.save(self.output_dir)
+                print(self.report.format_table())
+            log.info("submission files written to %s", self.output_dir.resolve())

@@ -1,0 +1,217 @@
+"""DCASE folder → clip index: one table row per WAV file.
+
+One parser serves every DCASE Task 2 layout:
+
+* 2020 (MIMII + ToyADMOS): ``<machine>/{train,test}/{normal,anomaly}_id_XX_NNNNNNNN.wav``;
+  evaluation test clips ``id_XX_NNNNNNNN.wav``.
+* 2021 (MIMII Due + ToyADMOS2): ``<machine>/train/section_XX_<domain>_train_normal_NNNN_<tokens>.wav``,
+  test clips in ``source_test/`` and ``target_test/``; evaluation test clips
+  ``section_XX_<domain>_test_NNNN.wav``.
+* 2022 and later (MIMII DG + ToyADMOS2, 2023+ reuse it with section 00 only):
+  ``<machine>/{train,test}/section_XX_<domain>_<split>_<label>_NNNN_<k>_<v>[...].wav``;
+  evaluation test clips ``section_XX_NNNN.wav``.
+
+Any folders above ``<machine>`` (``dev_data``, ``eval_data``, ...) are allowed. Labels
+(and, in 2022, domains) of anonymised evaluation clips come from the official ground-truth
+CSVs (:mod:`asd_lightning.data.ground_truth`); without them they are ``"unknown"``.
+
+Columns of the returned :class:`pandas.DataFrame` (see :data:`COLUMNS`): ``path`` (absolute),
+``relpath`` (to the root), ``file``, ``year``, ``machine``, ``section`` (the ID in 2020),
+``domain`` (``source``/``target``/``unknown``; 2020 clips are ``source``), ``split``
+(``train``/``test``), ``label`` (``normal``/``anomaly``/``unknown``), ``clip``,
+``attributes`` (dict) and ``attribute_string`` (the raw tokens after the clip index).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from asd_lightning.data.ground_truth import GroundTruth, load_ground_truth
+
+COLUMNS = [
+    "path", "relpath", "file", "year", "machine", "section", "domain",
+    "split", "label", "clip", "attributes", "attribute_string",
+]
+SPLIT_FOLDERS = {2020: ("train", "test"), 2021: ("train", "source_test", "target_test"), 2022: ("train", "test")}
+
+_SEC = r"section_(?P<section>\d{2})"
+_DEV = re.compile(
+    _SEC + r"_(?P<domain>source|target)_(?P<split>train|test)_(?P<label>normal|anomaly)_(?P<clip>\d+)(?:_(?P<attrs>.+))?$"
+)
+_EVAL_2021 = re.compile(_SEC + r"_(?P<domain>source|target)_(?P<split>test)_(?P<clip>\d+)$")
+_EVAL_2022 = re.compile(_SEC + r"_(?P<clip>\d+)$")
+_DEV_2020 = re.compile(r"(?P<label>normal|anomaly)_id_(?P<section>\d{2})_(?P<clip>\d+)$")
+_EVAL_2020 = re.compile(r"id_(?P<section>\d{2})_(?P<clip>\d+)$")
+
+
+class ClipIndexError(ValueError):
+    """A dataset folder or file name does not follow the expected DCASE layout."""
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    section: int
+    domain: str
+    split: str
+    label: str
+    clip: int
+    attribute_string: str
+
+
+def layout_year(year: int) -> int:
+    """Map a challenge year onto the layout it uses (2023+ reuse the 2022 names)."""
+    if year < 2020:
+        raise ClipIndexError(f"DCASE Task 2 layouts start in 2020, got year {year}")
+    return min(int(year), 2022)
+
+
+def parse_attributes(attribute_string: str) -> dict[str, str]:
+    """Turn ``k1_v1_k2_v2`` tokens into a dict; odd token lists are kept whole under ``tokens``.
+
+    ``noAttribute`` (DCASE 2024) gives an empty dict. 2021 names carry free tokens, which
+    are therefore also stored under ``tokens`` when they do not pair up.
+    """
+    if not attribute_string or attribute_string == "noAttribute":
+        return {}
+    tokens = attribute_string.split("_")
+    if len(tokens) % 2:
+        return {"tokens": attribute_string}
+    return dict(zip(tokens[0::2], tokens[1::2]))
+
+
+def parse_clip_name(name: str, year: int, split_folder: str) -> _Parsed | None:
+    """Parse one WAV base name found in ``split_folder``; ``None`` if it matches no pattern."""
+    stem = name[:-4] if name.lower().endswith(".wav") else name
+    layout = layout_year(year)
+    if layout == 2020:
+        if m := _DEV_2020.fullmatch(stem):
+            return _Parsed(int(m["section"]), "source", split_folder, m["label"], int(m["clip"]), "")
+        if split_folder == "test" and (m := _EVAL_2020.fullmatch(stem)):
+            return _Parsed(int(m["section"]), "source", "test", "unknown", int(m["clip"]), "")
+        return None
+    if m := _DEV.fullmatch(stem):
+        folder_split = "test" if split_folder.endswith("test") else "train"
+        if m["split"] != folder_split:
+            return None
+        if layout == 2021 and m["split"] == "test" and split_folder != f"{m['domain']}_test":
+            return None
+        return _Parsed(int(m["section"]), m["domain"], m["split"], m["label"], int(m["clip"]), m["attrs"] or "")
+    if layout == 2021 and (m := _EVAL_2021.fullmatch(stem)):
+        if split_folder != f"{m['domain']}_test":
+            return None
+        return _Parsed(int(m["section"]), m["domain"], "test", "unknown", int(m["clip"]), "")
+    if layout == 2022 and split_folder == "test" and (m := _EVAL_2022.fullmatch(stem)):
+        return _Parsed(int(m["section"]), "unknown", "test", "unknown", int(m["clip"]), "")
+    return None
+
+
+def find_machine_dirs(root: Path, year: int) -> dict[str, list[Path]]:
+    """Machine type → the folders holding its split folders, anywhere below ``root``.
+
+    A dev copy and an evaluation/additional-training copy of one machine type are both found
+    (e.g. ``dev_data/fan`` and ``eval_data/fan``).
+    """
+    splits = set(SPLIT_FOLDERS[layout_year(year)])
+    found: dict[str, list[Path]] = {}
+    for folder, subfolders, _ in os.walk(root):
+        subfolders.sort()
+        if splits.intersection(subfolders):
+            machine_dir = Path(folder)
+            found.setdefault(machine_dir.name, []).append(machine_dir)
+            subfolders[:] = [d for d in subfolders if d not in splits]
+    return found
+
+
+def build_clip_index(
+    root: str | Path,
+    year: int,
+    *,
+    machine_types: Iterable[str] | None = None,
+    sections: Iterable[int] | None = None,
+    splits: Iterable[str] | None = None,
+    ground_truth: str | Path | GroundTruth | None = None,
+    on_unmatched: str = "error",
+) -> pd.DataFrame:
+    """Index every WAV of a DCASE dataset copy.
+
+    Args:
+        root: dataset folder (anything above the machine-type folders).
+        year: challenge year; selects the naming rules (2023+ use the 2022 rules).
+        machine_types: keep only these machine types (each must exist under ``root``).
+        sections: keep only these section numbers (IDs in 2020).
+        splits: keep only ``"train"`` and/or ``"test"``.
+        ground_truth: official ground-truth CSV file or folder for anonymised evaluation clips.
+        on_unmatched: ``"error"`` (default) raises on a WAV whose name fits no pattern;
+            ``"warn"`` skips it with a warning.
+    """
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise ClipIndexError(f"dataset root {root} does not exist or is not a folder")
+    if on_unmatched not in ("error", "warn"):
+        raise ValueError(f"on_unmatched must be 'error' or 'warn', got {on_unmatched!r}")
+    machine_dirs = find_machine_dirs(root, year)
+    if not machine_dirs:
+        expected = "/".join(SPLIT_FOLDERS[layout_year(year)])
+        raise ClipIndexError(f"no <machine>/{{{expected}}} folders found under {root} for the {year} layout")
+    wanted = list(machine_types) if machine_types is not None else sorted(machine_dirs)
+    missing = [m for m in wanted if m not in machine_dirs]
+    if missing:
+        raise ClipIndexError(
+            f"machine type(s) {missing} not found under {root}; found {sorted(machine_dirs)}"
+        )
+    wanted_splits = set(splits) if splits is not None else {"train", "test"}
+    bad_splits = wanted_splits - {"train", "test"}
+    if bad_splits:
+        raise ValueError(f"splits must be 'train' and/or 'test', got {sorted(bad_splits)}")
+    wanted_sections = None if sections is None else {int(s) for s in sections}
+
+    rows = []
+    for machine in wanted:
+        for machine_dir in machine_dirs[machine]:
+            for split_folder in SPLIT_FOLDERS[layout_year(year)]:
+                split_dir = machine_dir / split_folder
+                if not split_dir.is_dir():
+                    continue
+                if ("train" if split_folder == "train" else "test") not in wanted_splits:
+                    continue
+                for path in sorted(split_dir.iterdir()):
+                    if path.suffix.lower() != ".wav" or not path.is_file():
+                        continue
+                    parsed = parse_clip_name(path.name, year, split_folder)
+                    if parsed is None:
+                        message = (
+                            f"{path}: file name does not match the DCASE {year} layout for folder "
+                            f"'{split_folder}/'"
+                        )
+                        if on_unmatched == "error":
+                            raise ClipIndexError(message + " (pass on_unmatched='warn' to skip such files)")
+                        warnings.warn(message + "; skipped", stacklevel=2)
+                        continue
+                    if wanted_sections is not None and parsed.section not in wanted_sections:
+                        continue
+                    rows.append({
+                        "path": str(path),
+                        "relpath": str(path.relative_to(root)),
+                        "file": path.name,
+                        "year": int(year),
+                        "machine": machine,
+                        "section": parsed.section,
+                        "domain": parsed.domain,
+                        "split": parsed.split,
+                        "label": parsed.label,
+                        "clip": parsed.clip,
+                        "attributes": parse_attributes(parsed.attribute_string),
+                        "attribute_string": parsed.attribute_string,
+                    })
+    index = pd.DataFrame(rows, columns=COLUMNS)
+    if ground_truth is not None:
+        gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth)
+        index = gt.apply(index)
+    return index.sort_values(["machine", "split", "section", "relpath"], kind="stable").reset_index(drop=True)

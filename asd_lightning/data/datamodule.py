@@ -1,0 +1,366 @@
+"""LightningDataModules for the DCASE Task 2 datasets.
+
+Data flow: DCASE folder → clip index (:mod:`.clip_index`) → decoded int16 cache per machine
+type (:mod:`.audio_cache`, built once in ``prepare_data``) → int16 crops in the loaders →
+on the device, in :meth:`DCASEDataModule.on_after_batch_transfer`: float conversion,
+per-machine amplitude normalisation (statistics of the training clips only) and the log-mel
+front end, then the evaluation segmentation the method asks for.
+
+Training batches carry ``wave`` ``[B, samples]`` (normalised float) and ``features``
+``[B, 1, n_mels, frames]``. Whole-clip batches (test, :meth:`clip_dataloader`) carry
+``features`` shaped by ``test_segments``:
+
+* ``{kind: clip}`` → ``[B, 1, n_mels, T]`` (the whole clip);
+* ``{kind: crops, seconds: 2.0, num: 10}`` → ``[B, S, 1, n_mels, frames]`` evenly spaced crops;
+* ``{kind: windows, frames: 64, hop: 8}`` → ``[B, S, 1, n_mels, frames]`` sliding windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from asd_lightning.data.audio_cache import AudioCache
+from asd_lightning.data.clip_index import build_clip_index
+from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset
+from asd_lightning.data.decode import DecodeOptions
+from asd_lightning.data.samplers import (
+    EqualLengthBatchSampler,
+    OutlierExposureBatchSampler,
+    SameMachinePairBatchSampler,
+)
+from asd_lightning.features.log_mel import LogMel
+from asd_lightning.features.segments import evenly_spaced_crops, sliding_windows
+
+log = logging.getLogger(__name__)
+
+DOMAIN_CODES = {"source": 0, "target": 1, "unknown": -1}
+LABEL_CODES = {"normal": 0, "anomaly": 1, "unknown": -1}
+SAMPLERS = ("random", "same_machine_pairs", "target_vs_outliers")
+STATS_CLIPS_PER_MACHINE = 256
+
+
+def _collate_clips(items: list[dict]) -> dict:
+    batch = default_collate(items)
+    batch["whole_clip"] = True
+    return batch
+
+
+class DCASEDataModule(L.LightningDataModule):
+    """A DCASE Task 2 dataset copy as training crops and whole evaluation clips.
+
+    Args:
+        root: dataset folder (above the machine-type folders; dev and eval copies may sit
+            side by side, e.g. ``dev_data/`` and ``eval_data/``).
+        year: challenge year (naming rules and official score).
+        machine_types: the target machine types (one model is trained on all of them).
+        outlier_machine_types: other machine types added to training as pseudo-anomalies
+            (``"all"`` = every other machine type found); empty for none.
+        train_sections / test_sections: section numbers to use (None = all found).
+        train_domains: domains of the training clips to use.
+        val_fraction: share of training clips held out for validation, stratified by
+            machine type, section and domain.
+        batch_size / eval_batch_size: crops per training batch / whole clips per test batch.
+        sampler: ``random``, ``same_machine_pairs`` or ``target_vs_outliers`` (1:1).
+        features: :class:`~asd_lightning.features.log_mel.LogMel` settings.
+        train_crop: ``{seconds: s}`` or ``{frames: n}`` (n log-mel frames) per training item.
+        test_segments: how a whole clip becomes model inputs (see module docstring).
+        amplitude_norm: normalise waveforms per machine type to zero mean, unit variance.
+        cache_dir: where decoded caches live.
+        decode: :class:`~asd_lightning.data.decode.DecodeOptions` settings.
+        ground_truth: official ground-truth CSV(s) for anonymised evaluation clips.
+        on_unmatched: ``error`` or ``warn`` for WAV names that fit no pattern.
+        synthetic: settings for :func:`asd_lightning.synth.write_synthetic_dataset`; when set
+            and ``root`` does not exist, the synthetic dataset is written there first.
+    """
+
+    default_year: int = 2022
+
+    def __init__(
+        self,
+        root: str | Path,
+        year: int | None = None,
+        machine_types: Sequence[str] = ("fan",),
+        outlier_machine_types: Sequence[str] | str = (),
+        train_sections: Sequence[int] | None = None,
+        test_sections: Sequence[int] | None = None,
+        train_domains: Sequence[str] = ("source", "target"),
+        val_fraction: float = 0.1,
+        batch_size: int = 32,
+        eval_batch_size: int = 8,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        sampler: str = "random",
+        features: dict[str, Any] | None = None,
+        train_crop: dict[str, float] | None = None,
+        test_segments: dict[str, Any] | None = None,
+        amplitude_norm: bool = True,
+        cache_dir: str | Path = "~/.cache/asd_lightning",
+        decode: dict[str, Any] | None = None,
+        ground_truth: str | Path | None = None,
+        on_unmatched: str = "error",
+        synthetic: dict[str, Any] | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root).expanduser()
+        self.year = int(year or self.default_year)
+        self._check_year(self.year)
+        self.machine_types = list(machine_types)
+        if not self.machine_types:
+            raise ValueError("machine_types must name at least one machine type")
+        self.outlier_machine_types = outlier_machine_types
+        self.train_sections = None if train_sections is None else [int(s) for s in train_sections]
+        self.test_sections = None if test_sections is None else [int(s) for s in test_sections]
+        self.train_domains = list(train_domains)
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        self.val_fraction = val_fraction
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
+        self.decode_options = DecodeOptions(**(decode or {}))
+        self.frontend = LogMel(sample_rate=self.decode_options.sample_rate, **(features or {}))
+        self.train_crop = dict(train_crop or {"seconds": 2.0})
+        self.test_segments = dict(test_segments or {"kind": "clip"})
+        self.amplitude_norm = amplitude_norm
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.ground_truth = ground_truth
+        self.on_unmatched = on_unmatched
+        self.synthetic = dict(synthetic) if synthetic else None
+        self.seed = seed
+        self.progress = progress
+        self.clips: pd.DataFrame | None = None
+        self.table: ClipTable | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def _check_year(self, year: int) -> None:
+        if year < 2020:
+            raise ValueError(f"unsupported DCASE year {year}")
+
+    def _ensure_dataset(self) -> None:
+        if self.synthetic is not None and not self.root.exists():
+            from asd_lightning.synth import write_synthetic_dataset
+
+            log.info("writing the synthetic dataset to %s", self.root)
+            write_synthetic_dataset(self.root, year=self.year, **self.synthetic)
+
+    def _index(self) -> pd.DataFrame:
+        index = build_clip_index(self.root, self.year, ground_truth=self.ground_truth, on_unmatched=self.on_unmatched)
+        found = sorted(index["machine"].unique())
+        missing = [m for m in self.machine_types if m not in found]
+        if missing:
+            raise ValueError(f"machine type(s) {missing} not found under {self.root}; found {found}")
+        outliers = self.outlier_machine_types
+        if isinstance(outliers, str):
+            if outliers != "all":
+                raise ValueError(f"outlier_machine_types must be a list or 'all', got {outliers!r}")
+            outliers = [m for m in found if m not in self.machine_types]
+        outliers = [m for m in outliers if m not in self.machine_types]
+        unknown = [m for m in outliers if m not in found]
+        if unknown:
+            raise ValueError(f"outlier machine type(s) {unknown} not found under {self.root}; found {found}")
+        self.outlier_types = list(outliers)
+
+        def sections_ok(frame: pd.DataFrame, wanted: list[int] | None) -> pd.Series:
+            return frame["section"].isin(wanted) if wanted is not None else pd.Series(True, index=frame.index)
+
+        train = index[(index["split"] == "train") & index["domain"].isin(self.train_domains)]
+        target_train = train[train["machine"].isin(self.machine_types) & sections_ok(train, self.train_sections)]
+        outlier_train = train[train["machine"].isin(self.outlier_types)]
+        test = index[(index["split"] == "test") & index["machine"].isin(self.machine_types)]
+        test = test[sections_ok(test, self.test_sections)]
+        if target_train.empty:
+            raise ValueError(f"no training clips for {self.machine_types} (sections {self.train_sections}, "
+                             f"domains {self.train_domains}) under {self.root}")
+        return pd.concat([target_train, outlier_train, test], ignore_index=True)
+
+    def _caches(self, clips: pd.DataFrame) -> dict[str, AudioCache]:
+        return {
+            machine: AudioCache.open_or_build(
+                group["path"], self.cache_dir, name=f"{machine}", options=self.decode_options,
+                num_workers=None, progress=self.progress,
+            )
+            for machine, group in clips.groupby("machine", sort=True)
+        }
+
+    def prepare_data(self) -> None:
+        """Write the synthetic dataset if asked, index the files and decode them once."""
+        self._ensure_dataset()
+        self._caches(self._index())
+
+    def setup(self, stage: str | None = None) -> None:
+        """Index, open the caches, assign classes, split validation clips, fit amplitude statistics."""
+        if self.clips is not None:
+            return
+        self._ensure_dataset()
+        clips = self._index()
+        caches = self._caches(clips)
+        names = sorted(caches)
+        self.machine_names = self.machine_types + self.outlier_types
+        self.section_classes = sorted(
+            {(m, s) for m, s, split in zip(clips["machine"], clips["section"], clips["split"])
+             if split == "train" and m in self.machine_types}
+        )
+        section_id = {key: i for i, key in enumerate(self.section_classes)}
+        clips["clip_id"] = np.arange(len(clips))
+        clips["subset"] = np.where(clips["split"] == "test", "test", "train")
+        clips.loc[self._validation_rows(clips), "subset"] = "val"
+        meta = {
+            "clip_id": clips["clip_id"].to_numpy(),
+            "machine": clips["machine"].map({m: i for i, m in enumerate(self.machine_names)}).to_numpy(),
+            "section": np.array([section_id.get((m, s), -1) for m, s in zip(clips["machine"], clips["section"])]),
+            "domain": clips["domain"].map(DOMAIN_CODES).to_numpy(),
+            "label": clips["label"].map(LABEL_CODES).to_numpy(),
+            "is_target": clips["machine"].isin(self.machine_types).to_numpy(),
+        }
+        cache_id = clips["machine"].map({m: i for i, m in enumerate(names)}).to_numpy()
+        cache_row = np.array([caches[m].position(p) for m, p in zip(clips["machine"], clips["path"])])
+        self.table = ClipTable(meta, [caches[m] for m in names], cache_id, cache_row)
+        self.clips = clips
+        self._fit_amplitude_stats()
+
+    def _validation_rows(self, clips: pd.DataFrame) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        train = clips[clips["split"] == "train"]
+        chosen: list[int] = []
+        for _, group in train.groupby(["machine", "section", "domain"], sort=True):
+            count = int(round(self.val_fraction * len(group)))
+            if count and count < len(group):
+                chosen += rng.choice(group.index.to_numpy(), size=count, replace=False).tolist()
+        return np.array(sorted(chosen), dtype=np.int64)
+
+    def _fit_amplitude_stats(self) -> None:
+        """Mean and standard deviation of the training waveforms of each machine type."""
+        mean = np.zeros(len(self.machine_names))
+        std = np.ones(len(self.machine_names))
+        rng = np.random.default_rng(self.seed)
+        for i, machine in enumerate(self.machine_names):
+            rows = np.flatnonzero((self.clips["machine"] == machine).to_numpy() & (self.clips["subset"] == "train").to_numpy())
+            if len(rows) > STATS_CLIPS_PER_MACHINE:
+                rows = np.sort(rng.choice(rows, STATS_CLIPS_PER_MACHINE, replace=False))
+            total = total_sq = count = 0.0
+            for row in rows:
+                samples = np.asarray(self.table.waveform(row), dtype=np.float64) / 32768.0
+                total += samples.sum()
+                total_sq += np.square(samples).sum()
+                count += samples.size
+            mean[i] = total / count
+            std[i] = max(np.sqrt(max(total_sq / count - mean[i] ** 2, 0.0)), 1e-8)
+        self.amplitude_mean = torch.tensor(mean, dtype=torch.float32)
+        self.amplitude_std = torch.tensor(std, dtype=torch.float32)
+
+    # ------------------------------------------------------------------ loaders
+    def rows(self, subset: str) -> np.ndarray:
+        """Clip ids of ``train``, ``val``, ``test`` or ``fit`` (= train + val) clips."""
+        subsets = ("train", "val") if subset == "fit" else (subset,)
+        return np.flatnonzero(self.clips["subset"].isin(subsets).to_numpy())
+
+    @property
+    def crop_samples(self) -> int:
+        if "frames" in self.train_crop:
+            return self.frontend.samples_for_frames(int(self.train_crop["frames"]))
+        return int(round(float(self.train_crop["seconds"]) * self.decode_options.sample_rate))
+
+    def _loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, **kwargs)
+
+    def train_dataloader(self) -> DataLoader:
+        rows = self.rows("train")
+        dataset = CropDataset(self.table, rows, self.crop_samples, random=True)
+        if self.sampler == "same_machine_pairs":
+            machine = self.table.meta["machine"].numpy()[rows]
+            return self._loader(dataset, batch_sampler=SameMachinePairBatchSampler(machine, self.batch_size, self.seed))
+        if self.sampler == "target_vs_outliers":
+            is_target = self.table.meta["is_target"].numpy()[rows]
+            return self._loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
+        return self._loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(rows) > self.batch_size)
+
+    def val_dataloader(self) -> DataLoader | list:
+        rows = self.rows("val")
+        if len(rows) == 0:
+            return []
+        dataset = CropDataset(self.table, rows, self.crop_samples, random=False, seed=self.seed)
+        return self._loader(dataset, batch_size=self.batch_size, shuffle=False)
+
+    def clip_dataloader(self, subset: str = "test") -> DataLoader:
+        """Whole clips of a subset (``train``, ``val``, ``fit`` or ``test``) in equal-length batches."""
+        dataset = ClipDataset(self.table, self.rows(subset))
+        sampler = EqualLengthBatchSampler(dataset.lengths, self.eval_batch_size)
+        return self._loader(dataset, batch_sampler=sampler, collate_fn=_collate_clips)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.clip_dataloader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.clip_dataloader("test")
+
+    # ------------------------------------------------------------------ device side
+    def normalize(self, wave: torch.Tensor, machine: torch.Tensor) -> torch.Tensor:
+        """int16 samples → float in [-1, 1), then per-machine zero mean / unit variance."""
+        wave = wave.float() / 32768.0
+        if not self.amplitude_norm:
+            return wave
+        mean = self.amplitude_mean.to(wave.device)[machine]
+        std = self.amplitude_std.to(wave.device)[machine]
+        return (wave - mean[:, None]) / std[:, None]
+
+    def featurize(self, wave: torch.Tensor) -> torch.Tensor:
+        """Float waveforms ``[..., samples]`` → features ``[..., n_mels, frames]`` on their device."""
+        self.frontend.to(wave.device)
+        return self.frontend(wave)
+
+    def segment(self, wave: torch.Tensor) -> torch.Tensor:
+        """Whole clips ``[B, samples]`` → model inputs per ``test_segments``."""
+        kind = self.test_segments.get("kind", "clip")
+        if kind == "clip":
+            return self.featurize(wave).unsqueeze(1)
+        if kind == "crops":
+            crop = int(round(float(self.test_segments["seconds"]) * self.decode_options.sample_rate))
+            return self.featurize(evenly_spaced_crops(wave, crop, int(self.test_segments["num"]))).unsqueeze(2)
+        if kind == "windows":
+            windows = sliding_windows(self.featurize(wave), int(self.test_segments["frames"]), int(self.test_segments["hop"]))
+            return windows.unsqueeze(2)
+        raise ValueError(f"test_segments.kind must be clip, crops or windows, got {kind!r}")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        batch = dict(batch)
+        batch["wave"] = self.normalize(batch["wave"], batch["machine"])
+        if batch.get("whole_clip"):
+            batch["features"] = self.segment(batch["wave"])
+        else:
+            batch["features"] = self.featurize(batch["wave"]).unsqueeze(1)
+        return batch
+
+
+class DCASE2022DataModule(DCASEDataModule):
+    """DCASE 2022 Task 2 (MIMII DG + ToyADMOS2); also the 2023+ layouts (``year=2023`` ...)."""
+
+    default_year = 2022
+
+    def _check_year(self, year: int) -> None:
+        if year < 2022:
+            raise ValueError(f"DCASE2022DataModule reads the 2022+ layout, got year {year}; use DCASE2021DataModule")
+
+
+class DCASE2021DataModule(DCASEDataModule):
+    """DCASE 2021 Task 2 (MIMII Due + ToyADMOS2): test clips in ``source_test/`` and ``target_test/``."""
+
+    default_year = 2021
+
+    def _check_year(self, year: int) -> None:
+        if year != 2021:
+            raise ValueError(f"DCASE2021DataModule reads the 2021 layout, got year {year}")

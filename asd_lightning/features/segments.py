@@ -1,0 +1,39 @@
+"""Cut clips into the model inputs the papers use (all on the device, no copies where possible)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def evenly_spaced_starts(num_samples: int, crop: int, num: int) -> torch.Tensor:
+    """Start offsets of ``num`` crops of ``crop`` samples spread evenly over a clip (overlap allowed)."""
+    if crop > num_samples:
+        raise ValueError(f"a crop of {crop} samples does not fit a clip of {num_samples} samples")
+    return torch.linspace(0, num_samples - crop, num).round().long()
+
+
+def evenly_spaced_crops(wave: torch.Tensor, crop: int, num: int) -> torch.Tensor:
+    """``[B, samples]`` → ``[B, num, crop]`` overlapping crops (two-BCE test setting: 10 × 2 s)."""
+    starts = evenly_spaced_starts(wave.shape[-1], crop, num).to(wave.device)
+    index = starts[:, None] + torch.arange(crop, device=wave.device)[None, :]
+    return wave[:, index]
+
+
+def sliding_windows(features: torch.Tensor, frames: int, hop: int) -> torch.Tensor:
+    """``[B, n_mels, T]`` → ``[B, S, n_mels, frames]`` windows every ``hop`` frames (DG-Mix: 64, 8).
+
+    ``S = (T - frames) // hop + 1``: every window that fits, starting at frame 0.
+    """
+    if features.shape[-1] < frames:
+        raise ValueError(f"{features.shape[-1]} frames are fewer than one window of {frames}")
+    return features.unfold(-1, frames, hop).permute(0, 2, 1, 3)
+
+
+def stack_frames(features: torch.Tensor, context: int) -> torch.Tensor:
+    """``[B, n_mels, T]`` → ``[B, T - context + 1, context * n_mels]`` (DCASE AE baseline input).
+
+    Vector ``t`` concatenates frames ``t .. t + context - 1``, frame by frame, as the official
+    baseline does.
+    """
+    windows = features.unfold(-1, context, 1)  # [B, n_mels, V, context]
+    return windows.permute(0, 2, 3, 1).reshape(features.shape[0], -1, context * features.shape[1])

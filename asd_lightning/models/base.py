@@ -1,0 +1,74 @@
+"""Shared LightningModule plumbing: a method defines its networks, its loss and ``embed``.
+
+Everything else is here: optimiser and LR schedule construction from Hydra partials (the
+schedule sized from ``trainer.estimated_stepping_batches``), and the test step that turns
+whole-clip batches into clip scores (methods that score directly, e.g. the autoencoder) or
+clip embeddings (methods scored by an inlier model).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import lightning as L
+import torch
+
+
+class ASDMethod(L.LightningModule):
+    """Base class of every method.
+
+    Args:
+        optimizer: partial of a ``torch.optim`` optimiser (``params`` are filled in).
+        scheduler: optional partial of a ``torch.optim.lr_scheduler`` class; ``total_steps``
+            (OneCycleLR), ``T_max`` (CosineAnnealingLR) or ``total_iters`` (LinearLR,
+            PolynomialLR) are filled in from ``trainer.estimated_stepping_batches`` when the
+            class takes them; the schedule steps every optimiser step.
+    """
+
+    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable[..., Any] | None = None) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+
+    # -- to implement -------------------------------------------------------------
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        """Model inputs ``[N, 1, n_mels, frames]`` → embeddings ``[N, D]``."""
+        raise NotImplementedError(f"{type(self).__name__} does not define embed()")
+
+    def clip_scores(self, batch: dict) -> torch.Tensor | None:
+        """Anomaly score per clip of a whole-clip batch, or None when an inlier model scores."""
+        return None
+
+    # -- shared ------------------------------------------------------------------
+    def clip_embeddings(self, batch: dict) -> torch.Tensor:
+        """Mean embedding over the segments of each clip: ``[B, S, 1, M, T]`` → ``[B, D]``."""
+        features = batch["features"]
+        if features.dim() == 4:
+            return self.embed(features)
+        b, s = features.shape[:2]
+        return self.embed(features.flatten(0, 1)).view(b, s, -1).mean(dim=1)
+
+    def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        out = {"clip_id": batch["clip_id"]}
+        scores = self.clip_scores(batch)
+        if scores is not None:
+            out["score"] = scores.float()
+        else:
+            out["embedding"] = self.clip_embeddings(batch).float()
+        return out
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self.test_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        if self.scheduler_factory is None:
+            return optimizer
+        steps = int(self.trainer.estimated_stepping_batches)
+        target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
+        accepted = inspect.signature(target).parameters
+        sizing = {name: steps for name in ("total_steps", "T_max", "total_iters") if name in accepted}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **sizing)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,81 @@
+"""`asd-train`: Hydra entry point (fit, then test with official DCASE scoring).
+
+Examples::
+
+    asd-train experiment=ae_baseline data=synthetic
+    asd-train -m data.machine_types=[fan],[valve] logger=wandb
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from asd_lightning.utils import resolvers  # noqa: F401  (registers ${eval:}, ${join:}, ${wandb_offline:})
+from asd_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+
+def config_dir() -> str:
+    """The project's ``conf/`` folder (``ASD_CONF_DIR`` overrides it)."""
+    candidate = Path(os.environ.get("ASD_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
+    if not (candidate / "train.yaml").is_file():
+        raise FileNotFoundError(f"Hydra configs not found in {candidate}; install the project with "
+                                "`pip install -e .` from its checkout or set ASD_CONF_DIR")
+    return str(candidate)
+
+
+def finish_wandb() -> None:
+    """Close the W&B run of this job so multirun jobs never share one (no-op without wandb)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Instantiate everything from ``cfg``, fit and test; returns the final logged metrics."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: L.LightningModule = hydra.utils.instantiate(cfg.model)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    try:
+        if cfg.get("train"):
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = dict(trainer.callback_metrics)
+        if cfg.get("test"):
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            ckpt = best or (None if cfg.get("train") else cfg.get("ckpt_path"))
+            log.info("testing %s", ckpt or "the final weights")
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            metrics.update(trainer.callback_metrics)
+    finally:
+        finish_wandb()
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _run(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+def main() -> float | None:
+    """Console entry point; returns ``cfg.optimized_metric`` of the job for sweepers (Optuna)."""
+    return hydra.main(version_base="1.3", config_path=config_dir(), config_name="train.yaml")(_run)()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny WAV datasets in every DCASE layout, written on the fly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2023-sample"
+
+
+def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
+              seed: int = 0, freq: float = 440.0) -> np.ndarray:
+    """Write a tone plus noise; returns the float samples written."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    mono = 0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * rng.standard_normal(t.size)
+    data = np.stack([mono * (c + 1) / channels for c in range(channels)], axis=1) if channels > 1 else mono
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, data, sr, subtype=subtype)
+    return data
+
+
+def make_2022(root: Path, machines=("fan", "valve"), sections=(0, 1), n_train=3, n_test=2, seconds=1.0,
+              eval_section: int | None = None) -> Path:
+    """A small 2022-layout copy: dev_data/<machine>/{train,test}, optional eval_data + ground truth."""
+    seed = 0
+    for m_i, machine in enumerate(machines):
+        base = root / "dev_data" / machine
+        for s in sections:
+            for domain, count in (("source", n_train), ("target", 1)):
+                for i in range(count):
+                    seed += 1
+                    write_wav(base / "train" / f"section_{s:02d}_{domain}_train_normal_{i:04d}_a_{m_i}_b_{s}.wav",
+                              seconds, seed=seed, freq=300 + 100 * m_i + 30 * s)
+                for label in ("normal", "anomaly"):
+                    for i in range(n_test):
+                        seed += 1
+                        write_wav(base / "test" / f"section_{s:02d}_{domain}_test_{label}_{i:04d}_a_{m_i}_b_{s}.wav",
+                                  seconds, seed=seed, freq=300 + 100 * m_i + 30 * s + (200 if label == "anomaly" else 0))
+        if eval_section is not None:
+            ev = root / "eval_data" / machine
+            for i in range(n_train):
+                seed += 1
+                write_wav(ev / "train" / f"section_{eval_section:02d}_source_train_normal_{i:04d}_a_{m_i}.wav",
+                          seconds, seed=seed)
+            labels, domains = [], []
+            for i in range(4):
+                seed += 1
+                write_wav(ev / "test" / f"section_{eval_section:02d}_{i:04d}.wav", seconds, seed=seed)
+                labels.append(f"section_{eval_section:02d}_{i:04d}.wav,{i % 2}\n")
+                domains.append(f"section_{eval_section:02d}_{i:04d}.wav,{i // 2}\n")
+            gt = root / "ground_truth"
+            for folder, rows in (("ground_truth_data", labels), ("ground_truth_domain", domains)):
+                (gt / folder).mkdir(parents=True, exist_ok=True)
+                (gt / folder / f"ground_truth_{machine}_section_{eval_section:02d}_test.csv").write_text("".join(rows))
+    return root
+
+
+@pytest.fixture
+def dataset_2022(tmp_path: Path) -> Path:
+    return make_2022(tmp_path / "dcase2022", eval_section=3)
+
+
+@pytest.fixture
+def shared_sample() -> Path:
+    if not SHARED_SAMPLE.is_dir():
+        pytest.skip(f"real DCASE 2023 sample not available at {SHARED_SAMPLE} (../shared is absent)")
+    return SHARED_SAMPLE.resolve()

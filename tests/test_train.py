@@ -1,0 +1,93 @@
+"""Hydra composition and `asd-train` end to end (fit → test → submission → official table)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from asd_lightning.metrics import read_submission
+from asd_lightning.train import config_dir, train
+from conftest import make_2022
+
+CONF = Path(config_dir())
+
+
+def compose_train(overrides: list[str], output_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.root_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
+def test_every_experiment_composes_with_every_dataset(experiment: str, data: str, tmp_path: Path) -> None:
+    cfg = compose_train([f"experiment={experiment}", f"data={data}", "logger=csv"], tmp_path)
+    assert cfg.model._target_ and cfg.data._target_ and cfg.data.features.n_mels > 0
+
+
+def test_frontend_presets_follow_the_papers(tmp_path: Path) -> None:
+    dg = compose_train(["data/frontend=dg_mix"], tmp_path).data
+    assert (dg.features.n_fft, dg.features.hop_length, dg.features.n_mels) == (1024, 512, 128)
+    assert dict(dg.test_segments) == {"kind": "windows", "frames": 64, "hop": 8}
+    oe = compose_train(["data/frontend=two_bce"], tmp_path).data
+    assert (oe.features.n_fft, oe.features.hop_length, oe.features.n_mels) == (2048, 256, 224)
+    assert (oe.features.f_min, oe.features.f_max) == (50.0, 7800.0)
+    assert dict(oe.test_segments) == {"kind": "crops", "seconds": 2.0, "num": 10}
+
+
+def test_ae_baseline_end_to_end(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
+                     seconds=2.0, eval_section=3)
+    cfg = compose_train([
+        "experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan,valve]",
+        f"data.ground_truth={root / 'ground_truth'}", "data.num_workers=0", "trainer.max_epochs=2",
+        f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu",
+    ], tmp_path / "run")
+    metrics = train(cfg)
+    submission = tmp_path / "run" / "submission"
+    names = sorted(p.name for p in submission.glob("*_test.csv"))
+    assert names == sorted(f"{kind}_{m}_section_{s:02d}_test.csv" for kind in ("anomaly_score", "decision_result")
+                           for m in ("fan", "valve") for s in (0, 1, 3))
+    scores = read_submission(submission, 2022)
+    assert len(scores) == 2 * (2 * 2 * 2 * 2 + 4)  # dev: 2 sections x 2 domains x 2 labels x 2; eval: 4
+    report = json.loads((submission / "scores.json").read_text())
+    assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
+    assert 0.0 <= metrics["test/official_score"] <= 1.0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    logged = (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text()
+    assert "test/official_score" in logged and "val/loss" in logged
+
+
+@pytest.mark.slow
+def test_multirun_over_machine_types_with_the_basic_launcher(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0,), n_train=4, n_test=2, seconds=1.0)
+    env = dict(os.environ, ASD_ROOT=str(tmp_path), WANDB_MODE="offline", WANDB_SILENT="true")
+    command = [
+        sys.executable, "-m", "asd_lightning.train", "-m", "experiment=ae_baseline", f"data.root={root}",
+        "data.machine_types=[fan],[valve]", "trainer.max_epochs=1", "data.num_workers=0", "trainer.accelerator=cpu",
+        "logger=many_loggers", "callbacks.model_checkpoint.save_last=false", "data.progress=false",
+    ]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = sorted((tmp_path / "logs" / "train" / "multiruns").glob("*/[0-9]"))
+    assert [j.name for j in jobs] == ["0", "1"]
+    for job, machine in zip(jobs, ("fan", "valve")):
+        assert {p.name for p in (job / "submission").glob("anomaly_score_*")} == {
+            f"anomaly_score_{machine}_section_00_test.csv"}
+        runs = list((job / "wandb").glob("offline-run-*"))
+        assert len(runs) == 1  # one W&B run per job, finished before the next job starts
