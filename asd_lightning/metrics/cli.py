@@ -1,0 +1,99 @@
+"""``asd-evaluate``: official DCASE Task 2 scores of a folder of submission CSVs.
+
+Example::
+
+    asd-evaluate --year 2022 --scores outputs/run/scores --root data/dcase2022 \\
+        --ground-truth data/dcase2022_ground_truth --out outputs/run/eval
+
+Ground truth comes from the dataset's clip index: dev clips carry label and domain in their
+names, anonymised evaluation clips need the official ground-truth CSVs (``--ground-truth``).
+Every test clip of the evaluated machine types must have a score and every score a clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from asd_lightning.metrics.official import evaluate, scheme
+from asd_lightning.metrics.submission import read_submission
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asd-evaluate", description="Official DCASE Task 2 scores of a folder of submission CSVs."
+    )
+    add = parser.add_argument
+    add("--year", type=int, required=True, help="challenge year (2020, 2021, 2022, 2023, ...)")
+    add("--scores", type=Path, required=True, help="folder of anomaly_score_*.csv (and decision_result_*.csv)")
+    add("--root", type=Path, required=True, help="dataset root (above the machine-type folders)")
+    add("--ground-truth", type=Path, help="official ground-truth CSV or folder, for evaluation-set clips")
+    add("--out", type=Path, help="where to write scores.csv and scores.json (default: the --scores folder)")
+    add("--machine-types", nargs="+", metavar="MACHINE",
+        help="machine types to evaluate (default: every machine type that has score files)")
+    return parser
+
+
+def _listing(keys: pd.DataFrame, what: str) -> str:
+    names = sorted(f"{r.machine}/{r.file}" for r in keys.itertuples())[:10]
+    more = f", ... ({len(keys) - 10} more)" if len(keys) > 10 else ""
+    return f"{len(keys)} {what}: {', '.join(names)}{more}"
+
+
+def join_scores(clips: pd.DataFrame, scores: pd.DataFrame, year: int) -> pd.DataFrame:
+    """Join submission scores to test clips by (machine, section, file) — 2021 also domain.
+
+    Raises ``ValueError`` for clips without a score, scores without a clip, and clips whose
+    label or domain is unknown.
+    """
+    keys = ["machine", "section", "domain", "file"] if scheme(year) == 2021 else ["machine", "section", "file"]
+    clips = clips[clips["split"] == "test"]
+    if "domain" not in keys:  # 2020/2022+: the domain comes from the dataset (file name or ground truth)
+        scores = scores.drop(columns="domain", errors="ignore")
+    merged = clips.merge(scores, on=keys, how="outer", indicator=True, validate="one_to_one")
+    missing = merged[merged["_merge"] == "left_only"]
+    if len(missing):
+        raise ValueError(_listing(missing, "test clip(s) have no score"))
+    extra = merged[merged["_merge"] == "right_only"]
+    if len(extra):
+        raise ValueError(_listing(extra, "scored file(s) are not test clips of the dataset"))
+    unknown = merged[(merged["label"] == "unknown") | (merged["domain"] == "unknown")]
+    if len(unknown):
+        raise ValueError(
+            _listing(unknown, "clip(s) have an unknown label or domain")
+            + "; evaluation clips need the official ground truth (--ground-truth)"
+        )
+    return merged.drop(columns="_merge")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``asd-evaluate``; returns 0 on success, 2 on any error (one line on stderr)."""
+    args = _parser().parse_args(argv)
+    try:
+        from asd_lightning.data.clip_index import build_clip_index
+
+        scores = read_submission(args.scores, args.year)
+        machines = args.machine_types or sorted(scores["machine"].unique())
+        clips = build_clip_index(args.root, args.year, splits=["test"], ground_truth=args.ground_truth)
+        absent = sorted(set(machines) - set(clips["machine"]))
+        if absent:
+            raise ValueError(f"machine type(s) {absent} have no test clips under {args.root}")
+        data = join_scores(
+            clips[clips["machine"].isin(machines)], scores[scores["machine"].isin(machines)], args.year
+        )
+        report = evaluate(data, args.year)
+        print(report.format_table())
+        csv_path, json_path = report.save(args.out or args.scores)
+        print(f"wrote {csv_path} and {json_path}")
+    except (ValueError, OSError, ImportError) as error:
+        message = " ".join(str(error).split())
+        print(f"asd-evaluate: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
