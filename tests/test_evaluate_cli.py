@@ -142,3 +142,15 @@ def test_2021_joins_by_domain(tmp_path, capsys):
     # source: normals .2 .4 vs anomalies .8 .9 -> 1; target: normals .5 .6 vs anomalies .3 .7 -> 2/4
     assert [r["auc"] for r in data["rows"]] == pytest.approx([1.0, 0.5])
     assert data["official_score"] == pytest.approx(evaluate(truth, 2021).official_score)
+
+
+def test_sections_option_evaluates_dev_sections_beside_unlabelled_eval_clips(tmp_path, capsys):
+    truth = dev_dataset(tmp_path / "data", machines=("bearing",))
+    eval_dataset(tmp_path / "data" / "eval_data", tmp_path / "gt")  # section 03, no --ground-truth given
+    write_submission(truth.drop(columns=["label", "domain"]), tmp_path / "scores", 2022)
+    args = ["--year", "2022", "--scores", str(tmp_path / "scores"), "--root", str(tmp_path / "data")]
+    assert main(args) == 2
+    assert "8 test clip(s) have no score: bearing/section_03_0000.wav" in capsys.readouterr().err
+    assert main(args + ["--sections", "0"]) == 0
+    data = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    assert data["official_score"] == pytest.approx(evaluate(truth, 2022).official_score)

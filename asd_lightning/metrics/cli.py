@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--out", type=Path, help="where to write scores.csv and scores.json (default: the --scores folder)")
     add("--machine-types", nargs="+", metavar="MACHINE",
         help="machine types to evaluate (default: every machine type that has score files)")
+    add("--sections", nargs="+", type=int, metavar="N",
+        help="section numbers (IDs in 2020) to evaluate (default: every section of the test clips)")
     return parser
 
 
@@ -77,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
 
         scores = read_submission(args.scores, args.year)
         machines = args.machine_types or sorted(scores["machine"].unique())
-        clips = build_clip_index(args.root, args.year, splits=["test"], ground_truth=args.ground_truth)
+        clips = build_clip_index(args.root, args.year, splits=["test"], sections=args.sections,
+                                 ground_truth=args.ground_truth)
+        if args.sections is not None:
+            scores = scores[scores["section"].isin(args.sections)]
         absent = sorted(set(machines) - set(clips["machine"]))
         if absent:
             raise ValueError(f"machine type(s) {absent} have no test clips under {args.root}")
