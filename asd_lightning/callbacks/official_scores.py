@@ -33,10 +33,10 @@ def gather_objects(items: list) -> list:
 
 
 def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.DataFrame:
-    """Run ``pl_module.clip_scores`` over whole clips of ``subset``; returns clip_id and score."""
+    """Run ``pl_module.clip_scores`` over the target machines' whole clips of ``subset``."""
     ids, scores = [], []
     with torch.inference_mode():
-        for batch in datamodule.clip_dataloader(subset):
+        for batch in datamodule.clip_dataloader(subset, targets_only=True):
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             batch = datamodule.on_after_batch_transfer(batch, 0)
             ids.append(batch["clip_id"].cpu())
@@ -80,8 +80,7 @@ class OfficialScores(L.Callback):
         clips = datamodule.clips.set_index("clip_id")
         thresholds = {}
         for machine, group in clips.loc[train["clip_id"]].assign(score=train["score"].to_numpy()).groupby("machine"):
-            if machine in datamodule.machine_types:
-                thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
+            thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
         test = test.drop_duplicates("clip_id").join(clips, on="clip_id")
         test["decision"] = (test["score"] > test["machine"].map(thresholds)).astype(int)
         labelled = test[test["label"] != "unknown"]

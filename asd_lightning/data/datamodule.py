@@ -263,10 +263,16 @@ class DCASEDataModule(L.LightningDataModule):
         self.amplitude_std = torch.tensor(std, dtype=torch.float32)
 
     # ------------------------------------------------------------------ loaders
-    def rows(self, subset: str) -> np.ndarray:
-        """Clip ids of ``train``, ``val``, ``test`` or ``fit`` (= train + val) clips."""
+    def rows(self, subset: str, targets_only: bool = False) -> np.ndarray:
+        """Clip ids of ``train``, ``val``, ``test`` or ``fit`` (= train + val) clips.
+
+        ``targets_only`` drops the clips of outlier machine types.
+        """
         subsets = ("train", "val") if subset == "fit" else (subset,)
-        return np.flatnonzero(self.clips["subset"].isin(subsets).to_numpy())
+        keep = self.clips["subset"].isin(subsets).to_numpy()
+        if targets_only:
+            keep = keep & self.clips["machine"].isin(self.machine_types).to_numpy()
+        return np.flatnonzero(keep)
 
     @property
     def crop_samples(self) -> int:
@@ -296,9 +302,9 @@ class DCASEDataModule(L.LightningDataModule):
         dataset = CropDataset(self.table, rows, self.crop_samples, random=False, seed=self.seed)
         return self._loader(dataset, batch_size=self.batch_size, shuffle=False)
 
-    def clip_dataloader(self, subset: str = "test") -> DataLoader:
+    def clip_dataloader(self, subset: str = "test", targets_only: bool = False) -> DataLoader:
         """Whole clips of a subset (``train``, ``val``, ``fit`` or ``test``) in equal-length batches."""
-        dataset = ClipDataset(self.table, self.rows(subset))
+        dataset = ClipDataset(self.table, self.rows(subset, targets_only))
         sampler = EqualLengthBatchSampler(dataset.lengths, self.eval_batch_size)
         return self._loader(dataset, batch_sampler=sampler, collate_fn=_collate_clips)
 
