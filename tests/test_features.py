@@ -70,3 +70,17 @@ def test_stack_frames_matches_the_official_baseline_loop() -> None:
 def test_crops_longer_than_the_clip_are_an_error() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         evenly_spaced_crops(torch.zeros(1, 100), 200, 3)
+
+
+@pytest.mark.parametrize("settings", [
+    {"n_fft": 1024, "hop_length": 512, "n_mels": 128, "power": 2.0},
+    {"n_fft": 2048, "hop_length": 256, "n_mels": 224, "f_min": 50.0, "f_max": 7800.0, "power": 1.0},
+    {"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 64, "power": 2.0},
+    {"n_fft": 512, "hop_length": 256, "n_mels": 40, "power": 2.0, "center": False},
+])
+def test_chunked_cpu_path_equals_torchaudio(settings: dict) -> None:
+    wave = torch.randn(2, 5, 7000)  # leading dims are kept; 10 clips in chunks of 3
+    fast = LogMel(log=False, cpu_chunk=3, **settings)(wave)
+    reference = LogMel(log=False, cpu_chunk=0, **settings)(wave)  # cpu_chunk=0: plain torchaudio
+    assert fast.shape == reference.shape == (2, 5, settings["n_mels"], LogMel(**settings).num_frames(7000))
+    assert torch.allclose(fast, reference, rtol=1e-4, atol=1e-6 * reference.abs().max())

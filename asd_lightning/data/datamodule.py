@@ -317,12 +317,11 @@ class DCASEDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ device side
     def normalize(self, wave: torch.Tensor, machine: torch.Tensor) -> torch.Tensor:
         """int16 samples → float in [-1, 1), then per-machine zero mean / unit variance."""
-        wave = wave.float() / 32768.0
         if not self.amplitude_norm:
-            return wave
+            return wave.float().div_(32768.0)
         mean = self.amplitude_mean.to(wave.device)[machine]
         std = self.amplitude_std.to(wave.device)[machine]
-        return (wave - mean[:, None]) / std[:, None]
+        return wave.float().mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
 
     def featurize(self, wave: torch.Tensor) -> torch.Tensor:
         """Float waveforms ``[..., samples]`` → features ``[..., n_mels, frames]`` on their device."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
@@ -20,6 +21,9 @@ class LogMel(nn.Module):
             do); ``False`` keeps the linear mel (the two-BCE authors' setting).
         center: pad the clip so frame ``t`` is centred on sample ``t * hop_length``; a crop of
             ``(frames - 1) * hop_length`` samples then gives exactly ``frames`` frames.
+        cpu_chunk: on the CPU, clips are transformed this many at a time with the same
+            window, FFT and filterbank as torchaudio; small chunks keep the intermediates in
+            cache, which makes the CPU front end about twice as fast. GPUs use torchaudio.
     """
 
     def __init__(
@@ -35,6 +39,7 @@ class LogMel(nn.Module):
         log: bool = True,
         eps: float = 1e-10,
         center: bool = True,
+        cpu_chunk: int = 8,
     ) -> None:
         super().__init__()
         self.hop_length = hop_length
@@ -43,6 +48,8 @@ class LogMel(nn.Module):
         self.n_fft = n_fft
         self.log = log
         self.eps = eps
+        self.power = power
+        self.cpu_chunk = cpu_chunk
         self.scale = 20.0 / power
         self.mel = MelSpectrogram(
             sample_rate=sample_rate, n_fft=n_fft, win_length=win_length, hop_length=hop_length,
@@ -61,9 +68,34 @@ class LogMel(nn.Module):
             return (frames - 1) * self.hop_length
         return (frames - 1) * self.hop_length + self.n_fft
 
+    def _chunked_cpu(self, wave: torch.Tensor) -> torch.Tensor:
+        """torchaudio's mel spectrogram computed ``cpu_chunk`` clips at a time: ``[N, S] → [N, M, T]``."""
+        spectrogram = self.mel.spectrogram
+        window = spectrogram.window
+        left = (self.n_fft - window.numel()) // 2
+        window = F.pad(window, (left, self.n_fft - window.numel() - left))
+        filterbank = self.mel.mel_scale.fb
+        pad = self.n_fft // 2
+        outputs = []
+        for chunk in wave.split(self.cpu_chunk):
+            if self.center:
+                chunk = F.pad(chunk[:, None], (pad, pad), mode="reflect")[:, 0]
+            spectrum = torch.fft.rfft(chunk.unfold(-1, self.n_fft, spectrogram.hop_length) * window)
+            if self.power == 2.0:
+                magnitude = spectrum.real.square() + spectrum.imag.square()
+            else:
+                magnitude = spectrum.abs().pow(self.power)
+            outputs.append((magnitude @ filterbank).transpose(-1, -2))
+        return torch.cat(outputs)
+
     @torch.autocast("cuda", enabled=False)
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        mel = self.mel(wave.float())
+        wave = wave.float()
+        if wave.device.type == "cpu" and self.cpu_chunk > 0 and wave.numel():
+            flat = wave.reshape(-1, wave.shape[-1])
+            mel = self._chunked_cpu(flat).reshape(*wave.shape[:-1], self.n_mels, -1)
+        else:
+            mel = self.mel(wave)
         if self.log:
             mel = self.scale * torch.log10(mel + self.eps)
         return mel
