@@ -91,3 +91,30 @@ def test_multirun_over_machine_types_with_the_basic_launcher(tmp_path: Path) -> 
             f"anomaly_score_{machine}_section_00_test.csv"}
         runs = list((job / "wandb").glob("offline-run-*"))
         assert len(runs) == 1  # one W&B run per job, finished before the next job starts
+
+
+@pytest.mark.slow
+def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_path: Path, capsys) -> None:
+    from asd_lightning.metrics.cli import main as evaluate_main
+    from asd_lightning.synth.cli import main as synth_main
+
+    root = tmp_path / "synth"
+    assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1"]) == 0
+    cfg = compose_train([
+        "experiment=ae_baseline", "data=synthetic", f"data.root={root}", "data.machine_types=[fan,valve]",
+        f"data.ground_truth={root / 'ground_truth'}", "trainer.max_epochs=15", f"data.cache_dir={tmp_path / 'cache'}",
+        "logger=csv", "trainer.accelerator=cpu", "data.progress=false",
+    ], tmp_path / "run")
+    metrics = train(cfg)
+    # chance is 0.5: the AE must find the synthetic anomalies in the source domain, and the
+    # target domain (shifted attributes and background) must be harder
+    assert metrics["test/auc_source_amean"] > 0.65
+    assert metrics["test/auc_source_amean"] > metrics["test/auc_target_amean"]
+    assert metrics["test/official_score"] > 0.45
+    # the submission files alone reproduce the official score with asd-evaluate
+    submission = tmp_path / "run" / "submission"
+    assert evaluate_main(["--year", "2022", "--scores", str(submission), "--root", str(root),
+                          "--ground-truth", str(root / "ground_truth"), "--out", str(tmp_path / "eval")]) == 0
+    assert "official score" in capsys.readouterr().out
+    report = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
