@@ -24,7 +24,10 @@ MACHINE_GAIN = {
     "pump": 0.1, "ToyCar": 0.1, "ToyTrain": 0.1,
 }
 # Per machine type visibility of anomalies, balancing the baseline difficulty across types
-# (e.g. the impulsive, highly variable valve and slider sounds mask anomalies more).
+# (e.g. the impulsive, highly variable valve and slider sounds mask anomalies more), times one
+# overall level set so that the AE baseline of the demo scores clearly above chance (official
+# score about 56-60 over seeds) while a clip-feature k-NN stays below 0.95 source AUC.
+ANOMALY_LEVEL = 1.4
 ANOMALY_GAIN = {
     "fan": 1.0, "gearbox": 0.95, "valve": 1.35, "bearing": 1.0, "slider": 1.5,
     "pump": 0.7, "ToyCar": 0.8, "ToyTrain": 0.8,
@@ -65,7 +68,7 @@ def synthesize_clips(machine_type: str, section: int, domain: str,
     keys = [k.name for k in SCHEMAS[machine_type]]
     attrs = {key: [dict(a)[key] for a in attributes] for key in keys}
 
-    severity = severities(rng, n, anomaly_strength * ANOMALY_GAIN[machine_type])
+    severity = severities(rng, n, anomaly_strength * ANOMALY_LEVEL * ANOMALY_GAIN[machine_type])
     fm = frequency_modulation(rng, anomalies, severity, n_samples, sr)
     batch = Batch(rng, n, n_samples, attrs, section_profile(machine_type, section), fm, sr)
     machine = SYNTHESISERS[machine_type](batch)
