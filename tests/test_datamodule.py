@@ -55,6 +55,28 @@ def test_training_batch_on_the_device(big_2022: Path, tmp_path: Path) -> None:
     assert (batch["label"] == 0).all() and (batch["is_target"] == 1).all()
 
 
+def test_batched_crops_are_slices_of_their_clips(big_2022: Path, tmp_path: Path) -> None:
+    from asd_lightning.data.datasets import CropDataset
+
+    dm = module(big_2022, tmp_path, val_fraction=0.2)
+    torch.manual_seed(0)
+    for random in (True, False):
+        dataset = CropDataset(dm.table, dm.rows("train"), 4000, random=random, seed=7)
+        batch = dataset.__getitems__(list(range(len(dataset))))
+        starts = set()
+        for i, row in enumerate(dataset.rows):
+            clip = torch.from_numpy(np.array(dm.table.waveform(row)))
+            crop = batch["wave"][i]
+            found = [s for s in range(len(clip) - 4000 + 1) if torch.equal(clip[s:s + 4000], crop)]
+            assert found, f"crop {i} is not a slice of clip row {row}"
+            starts.add(found[0])
+            assert batch["clip_id"][i] == dm.table.meta["clip_id"][row]
+            # one item through __getitem__ is the same as through the batched path
+            if not random:
+                assert torch.equal(dataset[i]["wave"], crop)
+        assert len(starts) > 1  # positions vary across clips
+
+
 def test_amplitude_statistics_use_training_clips_only(big_2022: Path, tmp_path: Path) -> None:
     dm = module(big_2022, tmp_path, val_fraction=0.2)
     rows = dm.rows("train")

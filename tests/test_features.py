@@ -78,9 +78,19 @@ def test_crops_longer_than_the_clip_are_an_error() -> None:
     {"n_fft": 512, "win_length": 400, "hop_length": 160, "n_mels": 64, "power": 2.0},
     {"n_fft": 512, "hop_length": 256, "n_mels": 40, "power": 2.0, "center": False},
 ])
-def test_chunked_cpu_path_equals_torchaudio(settings: dict) -> None:
-    wave = torch.randn(2, 5, 7000)  # leading dims are kept; 10 clips in chunks of 3
+@pytest.mark.parametrize("samples", [7000, 2100])  # 2100: the reflect padding is most of the input
+def test_chunked_cpu_path_equals_torchaudio(settings: dict, samples: int) -> None:
+    wave = torch.randn(2, 5, samples)  # leading dims are kept; 10 clips in chunks of 3
     fast = LogMel(log=False, cpu_chunk=3, **settings)(wave)
     reference = LogMel(log=False, cpu_chunk=0, **settings)(wave)  # cpu_chunk=0: plain torchaudio
-    assert fast.shape == reference.shape == (2, 5, settings["n_mels"], LogMel(**settings).num_frames(7000))
+    assert fast.shape == reference.shape == (2, 5, settings["n_mels"], LogMel(**settings).num_frames(samples))
     assert torch.allclose(fast, reference, rtol=1e-4, atol=1e-6 * reference.abs().max())
+
+
+def test_reflect_padding_matches_torch() -> None:
+    from asd_lightning.features.log_mel import _reflect_pad
+
+    x = torch.arange(10.0).repeat(3, 1)
+    assert torch.equal(_reflect_pad(x, 3)[0], torch.tensor([3., 2., 1., 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 8., 7., 6.]))
+    with pytest.raises(RuntimeError, match="[Pp]adding size"):
+        _reflect_pad(x, 10)  # torch's own error for padding longer than the input

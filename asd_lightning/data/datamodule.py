@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
 from asd_lightning.data.clip_index import build_clip_index
-from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset
+from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.data.samplers import (
     EqualLengthBatchSampler,
@@ -284,23 +284,26 @@ class DCASEDataModule(L.LightningDataModule):
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=self.num_workers > 0, **kwargs)
 
+    def _crop_loader(self, dataset: CropDataset, **kwargs) -> DataLoader:
+        return self._loader(dataset, collate_fn=collate_crops, **kwargs)
+
     def train_dataloader(self) -> DataLoader:
         rows = self.rows("train")
         dataset = CropDataset(self.table, rows, self.crop_samples, random=True)
         if self.sampler == "same_machine_pairs":
             machine = self.table.meta["machine"].numpy()[rows]
-            return self._loader(dataset, batch_sampler=SameMachinePairBatchSampler(machine, self.batch_size, self.seed))
+            return self._crop_loader(dataset, batch_sampler=SameMachinePairBatchSampler(machine, self.batch_size, self.seed))
         if self.sampler == "target_vs_outliers":
             is_target = self.table.meta["is_target"].numpy()[rows]
-            return self._loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
-        return self._loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(rows) > self.batch_size)
+            return self._crop_loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
+        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(rows) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader | list:
         rows = self.rows("val")
         if len(rows) == 0:
             return []
         dataset = CropDataset(self.table, rows, self.crop_samples, random=False, seed=self.seed)
-        return self._loader(dataset, batch_size=self.batch_size, shuffle=False)
+        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=False)
 
     def clip_dataloader(self, subset: str = "test", targets_only: bool = False) -> DataLoader:
         """Whole clips of a subset (``train``, ``val``, ``fit`` or ``test``) in equal-length batches."""

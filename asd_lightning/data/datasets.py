@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
 
@@ -58,18 +58,29 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _start(self, item: int, row: int) -> int:
-        room = max(int(self.table.lengths[row]) - self.crop_samples, 0)
-        if room == 0:
-            return 0
-        if self.random:
-            return int(torch.randint(0, room + 1, ()))  # torch's RNG is seeded per worker
-        return int(np.random.default_rng((self.seed, item)).integers(0, room + 1))
+    def _starts(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        room = np.maximum(self.table.lengths[rows] - self.crop_samples, 0)
+        if self.random:  # uniform on 0..room; torch's RNG is seeded per worker
+            return (torch.rand(len(rows), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64)
+        return np.array([np.random.default_rng((self.seed, int(i))).integers(0, r + 1) if r else 0
+                         for i, r in zip(items, room)], dtype=np.int64)
+
+    def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (PyTorch's batched fetch); :func:`collate_crops` passes it on."""
+        items = np.asarray(items, dtype=np.int64)
+        rows = self.rows[items]
+        starts = self._starts(items, rows)
+        wave = np.stack([self.table.crop(r, s, self.crop_samples) for r, s in zip(rows.tolist(), starts.tolist())])
+        index = torch.from_numpy(rows)
+        return {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        row = int(self.rows[item])
-        wave = self.table.crop(row, self._start(item, row), self.crop_samples)
-        return {"wave": torch.from_numpy(np.array(wave, dtype=np.int16)), **self.table.item_meta(row)}
+        return {k: v[0] for k, v in self.__getitems__([item]).items()}
+
+
+def collate_crops(batch: dict | list[dict]) -> dict[str, torch.Tensor]:
+    """Collate for :class:`CropDataset`: batches from ``__getitems__`` are already stacked."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 class ClipDataset(Dataset):

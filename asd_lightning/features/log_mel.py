@@ -8,6 +8,13 @@ from torch import nn
 from torchaudio.transforms import MelSpectrogram
 
 
+def _reflect_pad(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """``F.pad(..., mode="reflect")`` on the last axis of ``[N, S]``; 3x faster on the CPU."""
+    if pad >= x.shape[-1]:
+        return F.pad(x[:, None], (pad, pad), mode="reflect")[:, 0]  # its error for too-short input
+    return torch.cat([x[:, 1:pad + 1].flip(-1), x, x[:, -pad - 1:-1].flip(-1)], -1)
+
+
 class LogMel(nn.Module):
     """Waveforms ``[..., samples]`` → (log-)mel spectrograms ``[..., n_mels, frames]``.
 
@@ -79,7 +86,7 @@ class LogMel(nn.Module):
         outputs = []
         for chunk in wave.split(self.cpu_chunk):
             if self.center:
-                chunk = F.pad(chunk[:, None], (pad, pad), mode="reflect")[:, 0]
+                chunk = _reflect_pad(chunk, pad)
             spectrum = torch.fft.rfft(chunk.unfold(-1, self.n_fft, spectrogram.hop_length) * window)
             if self.power == 2.0:
                 magnitude = spectrum.real.square() + spectrum.imag.square()
