@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# data=synthetic writes the dataset on first use (again when its settings change)
 demo: $(STAMP)
-	@test -d $(DEMO_DATA) || $(BIN)/asd-synth --year 2022 --out $(DEMO_DATA)
 	$(BIN)/asd-train experiment=ae_baseline data=synthetic data.root=$(abspath $(DEMO_DATA)) trainer.max_epochs=$(DEMO_EPOCHS)
 
 test: $(STAMP)

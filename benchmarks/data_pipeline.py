@@ -56,16 +56,13 @@ QUICK = dict(clips=8, seconds=2.0, epochs=1, warmup=1, batch_size=64, workers=[0
 # ---------------------------------------------------------------------------- data set
 def write_dataset(root: Path, clips: int, seconds: float, machine: str, seed: int) -> tuple[Path, float, bool]:
     """The synthetic data set (reused when ``root`` already holds the same one)."""
-    from asd_lightning.synth import SynthConfig, is_synthetic_dataset, read_dataset_config, write_synthetic_dataset
+    from asd_lightning.synth import SynthConfig, matches_synthetic_dataset, write_synthetic_dataset
 
-    overrides = dict(year=2022, machine_types=[machine], dev_sections=[0], eval_sections=[],
-                     source_train_clips=clips, target_train_clips=0, test_clips=0,
-                     clip_seconds=seconds, seed=seed)
-    wanted = SynthConfig().replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()})
-    if is_synthetic_dataset(root):
-        meta = json.loads((root / "synth_config.json").read_text())
-        if meta.get("complete") and read_dataset_config(root) == wanted:
-            return root, 0.0, True
+    wanted = SynthConfig(year=2022, machine_types=[machine], dev_sections=[0], eval_sections=[],
+                         source_train_clips=clips, target_train_clips=0, test_clips=0,
+                         clip_seconds=seconds, seed=seed)
+    if matches_synthetic_dataset(root, wanted):
+        return root, 0.0, True
     start = time.perf_counter()
     write_synthetic_dataset(root, wanted, overwrite=True)
     return root, time.perf_counter() - start, False

@@ -76,7 +76,15 @@ def test_machine_type_selection_and_default_out(tmp_path, capsys):
     assert main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data")]) == 0
     data = json.loads((scores_dir / "scores.json").read_text())
     assert list(data["machines"]) == ["fan"]
+    # folders of unscored machine types are not read: a stray file there does not matter
+    wav(tmp_path / "data" / "ToyCar" / "test" / "notes_copy.wav")
+    assert main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data")]) == 0
     # asking for ToyCar too reports its unscored clips
+    code = main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data"),
+                 "--machine-types", "fan", "ToyCar"])
+    assert code == 2
+    assert "notes_copy.wav" in capsys.readouterr().err  # ToyCar is read now: its stray file is named
+    (tmp_path / "data" / "ToyCar" / "test" / "notes_copy.wav").unlink()
     code = main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data"),
                  "--machine-types", "fan", "ToyCar"])
     assert code == 2

@@ -324,6 +324,30 @@ def test_ensure_reuses_identical_dataset(tmp_path):
     assert read_dataset_config(root).seed == 99
 
 
+def test_half_written_dataset_is_rewritten_by_the_datamodule(tmp_path):
+    from asd_lightning.data import DCASE2022DataModule
+
+    settings = {**SMALL, "machine_types": ["valve"], "eval_sections": []}
+    root = write_synthetic_dataset(tmp_path / "s", SynthConfig(**settings))
+    # an interrupted writer leaves "complete": false and some clips missing
+    meta_path = root / "synth_config.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "complete": False}))
+    lost = wavs(root)[0]
+    lost.unlink()
+    dm = DCASE2022DataModule(root=root, machine_types=["valve"], cache_dir=tmp_path / "cache",
+                             progress=False, synthetic={k: v for k, v in settings.items() if k != "year"})
+    dm.prepare_data()
+    assert lost.exists() and json.loads(meta_path.read_text())["complete"]
+    # a folder that is not a synthetic dataset is never overwritten
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="foreign"):
+        DCASE2022DataModule(root=foreign, machine_types=["valve"], cache_dir=tmp_path / "cache",
+                            progress=False, synthetic={"seed": 0}).prepare_data()
+
+
 def check_calibration(means):
     assert 0.62 < means["auc_source"] < 0.97
     assert means["auc_target"] > 0.52

@@ -101,7 +101,9 @@ def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_pat
     root = tmp_path / "synth"
     assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1"]) == 0
     cfg = compose_train([
-        "experiment=ae_baseline", "data=synthetic", f"data.root={root}", "data.machine_types=[fan,valve]",
+        # the asd-synth folder read as any local DCASE 2022 copy
+        "experiment=ae_baseline", "data=dcase2022", f"data.root={root}", "data.machine_types=[fan,valve]",
+        "data.num_workers=0", "data.batch_size=16",
         f"data.ground_truth={root / 'ground_truth'}", "trainer.max_epochs=15", f"data.cache_dir={tmp_path / 'cache'}",
         "logger=csv", "trainer.accelerator=cpu", "data.progress=false",
     ], tmp_path / "run")

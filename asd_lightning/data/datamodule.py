@@ -78,7 +78,7 @@ class DCASEDataModule(L.LightningDataModule):
         ground_truth: official ground-truth CSV(s) for anonymised evaluation clips.
         on_unmatched: ``error`` or ``warn`` for WAV names that fit no pattern.
         synthetic: settings for :func:`asd_lightning.synth.write_synthetic_dataset`; when set
-            and ``root`` does not exist, the synthetic dataset is written there first.
+            and ``root`` does not hold that dataset complete, it is written there first.
     """
 
     default_year: int = 2022
@@ -151,11 +151,11 @@ class DCASEDataModule(L.LightningDataModule):
             raise ValueError(f"unsupported DCASE year {year}")
 
     def _ensure_dataset(self) -> None:
-        if self.synthetic is not None and not self.root.exists():
-            from asd_lightning.synth import write_synthetic_dataset
+        """With ``synthetic`` settings, (re)write the synthetic dataset unless ``root`` holds it."""
+        if self.synthetic is not None:
+            from asd_lightning.synth import ensure_synthetic_dataset
 
-            log.info("writing the synthetic dataset to %s", self.root)
-            write_synthetic_dataset(self.root, year=self.year, **self.synthetic)
+            ensure_synthetic_dataset(self.root, year=self.year, **self.synthetic)
 
     def _index(self) -> pd.DataFrame:
         index = build_clip_index(self.root, self.year, ground_truth=self.ground_truth, on_unmatched=self.on_unmatched)

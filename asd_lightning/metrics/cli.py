@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from asd_lightning.metrics.official import evaluate, scheme
+from asd_lightning.metrics.official import evaluate, group_keys
 from asd_lightning.metrics.submission import read_submission
 
 
@@ -51,7 +51,7 @@ def join_scores(clips: pd.DataFrame, scores: pd.DataFrame, year: int) -> pd.Data
     Raises ``ValueError`` for clips without a score, scores without a clip, and clips whose
     label or domain is unknown.
     """
-    keys = ["machine", "section", "domain", "file"] if scheme(year) == 2021 else ["machine", "section", "file"]
+    keys = group_keys(year) + ["file"]
     clips = clips[clips["split"] == "test"]
     if "domain" not in keys:  # 2020/2022+: the domain comes from the dataset (file name or ground truth)
         scores = scores.drop(columns="domain", errors="ignore")
@@ -79,16 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
         scores = read_submission(args.scores, args.year)
         machines = args.machine_types or sorted(scores["machine"].unique())
-        clips = build_clip_index(args.root, args.year, splits=["test"], sections=args.sections,
-                                 ground_truth=args.ground_truth)
+        # only the scored machine types are indexed: other folders may hold anything
+        clips = build_clip_index(args.root, args.year, machine_types=machines, splits=["test"],
+                                 sections=args.sections, ground_truth=args.ground_truth)
         if args.sections is not None:
             scores = scores[scores["section"].isin(args.sections)]
         absent = sorted(set(machines) - set(clips["machine"]))
         if absent:
             raise ValueError(f"machine type(s) {absent} have no test clips under {args.root}")
-        data = join_scores(
-            clips[clips["machine"].isin(machines)], scores[scores["machine"].isin(machines)], args.year
-        )
+        data = join_scores(clips, scores[scores["machine"].isin(machines)], args.year)
         report = evaluate(data, args.year)
         print(report.format_table())
         csv_path, json_path = report.save(args.out or args.scores)

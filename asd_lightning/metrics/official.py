@@ -69,7 +69,8 @@ def official_statistic(year: int) -> str:
     return "amean" if scheme(year) == 2020 else "hmean"
 
 
-def _keys(year: int) -> list[str]:
+def group_keys(year: int) -> list[str]:
+    """Columns naming one scored group (one submission file): 2021 scores each domain apart."""
     return ["machine", "section", "domain"] if scheme(year) == 2021 else ["machine", "section"]
 
 
@@ -160,7 +161,7 @@ def evaluate(df: pd.DataFrame, year: int) -> "ScoreReport":
     (0/1), which adds precision, recall and F1.
     """
     data = _validate(df, year)
-    keys = _keys(year)
+    keys = group_keys(year)
     records = []
     for values, group in data.groupby(keys, sort=True):
         key = dict(zip(keys, values))
@@ -250,7 +251,7 @@ class ScoreReport:
         }))
         frame = pd.concat(parts, ignore_index=True)
         frame["section"] = frame["section"].astype("Int64")
-        keys = [k for k in _keys(self.year) if k in frame.columns]
+        keys = [k for k in group_keys(self.year) if k in frame.columns]
         return frame[["level", *keys, "statistic", *self.metrics, "official_score"]]
 
     def save(self, out_dir: str | Path) -> tuple[Path, Path]:
@@ -264,7 +265,7 @@ class ScoreReport:
 
     def format_table(self) -> str:
         """Readable text table in percent (2 decimals): sections, machine means, overall, official score."""
-        keys = _keys(self.year)
+        keys = group_keys(self.year)
         lines = []
         for _, row in self.to_frame().iterrows():
             if row["level"] == "official":
@@ -304,7 +305,7 @@ class ScoreReport:
             out.update({f"{prefix}{machine}/{k}": float(v) for k, v in record.items()})
         for record in self.rows.to_dict(orient="records"):
             where = f"{prefix}{record['machine']}/{self._section_name(record['section'])}/"
-            if "domain" in _keys(self.year):
+            if "domain" in group_keys(self.year):
                 where += f"{record['domain']}/"
             out.update({f"{where}{m}": float(record[m]) for m in self.metrics})
         return out

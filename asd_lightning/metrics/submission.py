@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from asd_lightning.metrics.official import scheme
+from asd_lightning.metrics.official import group_keys, scheme
 
 KINDS = ("anomaly_score", "decision_result")
 _PATTERNS = {
@@ -44,17 +44,13 @@ def submission_filename(kind: str, year: int, machine: str, section: int, domain
     return f"{kind}_{machine}_section_{int(section):02d}_test.csv"
 
 
-def _group_keys(year: int) -> list[str]:
-    return ["machine", "section", "domain"] if scheme(year) == 2021 else ["machine", "section"]
-
-
 def write_submission(df: pd.DataFrame, out_dir: str | Path, year: int) -> list[Path]:
     """Write one anomaly_score (and, with a ``decision`` column, decision_result) CSV per group.
 
     ``df`` columns: ``machine``, ``section``, ``domain`` (2021), ``file`` (wav base name),
     ``score`` and optionally ``decision`` (0/1). Rows are sorted by file. Returns the paths.
     """
-    keys = _group_keys(year)
+    keys = group_keys(year)
     missing = [c for c in [*keys, "file", "score"] if c not in df.columns]
     if missing:
         raise ValueError(f"write_submission() needs columns {[*keys, 'file', 'score']}; missing {missing}")

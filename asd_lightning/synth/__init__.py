@@ -14,11 +14,11 @@ from .attributes import SCHEMAS, section_attributes
 from .config import MACHINE_TYPES_BY_YEAR, SAMPLE_RATE, SynthConfig
 from .generator import synthesize_clips
 from .layout import ClipSpec, plan_clips
-from .writer import (ensure_synthetic_dataset, is_synthetic_dataset, read_dataset_config,
-                     write_synthetic_dataset)
+from .writer import (ensure_synthetic_dataset, is_synthetic_dataset, matches_synthetic_dataset,
+                     read_dataset_config, write_synthetic_dataset)
 
 __all__ = [
     "ANOMALY_KINDS", "MACHINE_TYPES_BY_YEAR", "SAMPLE_RATE", "SCHEMAS", "ClipSpec", "SynthConfig",
-    "ensure_synthetic_dataset", "is_synthetic_dataset", "plan_clips", "read_dataset_config",
+    "ensure_synthetic_dataset", "is_synthetic_dataset", "matches_synthetic_dataset", "plan_clips", "read_dataset_config",
     "section_attributes", "synthesize_clips", "write_synthetic_dataset",
 ]

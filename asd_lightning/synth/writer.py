@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import shutil
 from collections import Counter
@@ -19,6 +20,8 @@ from .attributes import stable_id
 from .config import SAMPLE_RATE, SynthConfig
 from .generator import synthesize_clips
 from .layout import DOMAINS, LABELS, MANAGED_ENTRIES, ClipSpec, plan_clips, write_ground_truth
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "synth_config.json"
 GENERATOR_TAG = "asd_lightning.synth"
@@ -162,14 +165,25 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     return root
 
 
+def matches_synthetic_dataset(root: str | Path, config: SynthConfig) -> bool:
+    """Whether ``root`` holds a complete synthetic dataset written with ``config``."""
+    root = Path(root)
+    if not is_synthetic_dataset(root):
+        return False
+    meta = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+    return bool(meta.get("complete")) and meta.get("format_version") == FORMAT_VERSION \
+        and SynthConfig.from_dict(meta["config"]) == config
+
+
 def ensure_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = None,
                              **overrides: Any) -> Path:
-    """Like :func:`write_synthetic_dataset`, but reuse a complete dataset with the same config."""
+    """Like :func:`write_synthetic_dataset`, but reuse a complete dataset with the same config.
+
+    A half-written dataset (interrupted writer) or one written with other settings is replaced;
+    a non-empty folder that is not a synthetic dataset is an error, as in the writer.
+    """
     config = (config or SynthConfig()).replace(**overrides)
-    root = Path(out_dir)
-    if is_synthetic_dataset(root):
-        meta = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
-        if meta.get("complete") and meta.get("format_version") == FORMAT_VERSION \
-                and SynthConfig.from_dict(meta["config"]) == config:
-            return root
-    return write_synthetic_dataset(root, config)
+    if matches_synthetic_dataset(out_dir, config):
+        return Path(out_dir)
+    log.info("writing the synthetic dataset (seed %d) to %s", config.seed, out_dir)
+    return write_synthetic_dataset(out_dir, config)
