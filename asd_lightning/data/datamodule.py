@@ -320,11 +320,12 @@ class DCASEDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ device side
     def normalize(self, wave: torch.Tensor, machine: torch.Tensor) -> torch.Tensor:
         """int16 samples → float in [-1, 1), then per-machine zero mean / unit variance."""
+        wave = wave.to(torch.float32, copy=True)  # one pass; the caller's tensor is never changed
         if not self.amplitude_norm:
-            return wave.float().div_(32768.0)
+            return wave.div_(32768.0)
         mean = self.amplitude_mean.to(wave.device)[machine]
         std = self.amplitude_std.to(wave.device)[machine]
-        return wave.float().mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
+        return wave.mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
 
     def featurize(self, wave: torch.Tensor) -> torch.Tensor:
         """Float waveforms ``[..., samples]`` → features ``[..., n_mels, frames]`` on their device."""

@@ -54,16 +54,23 @@ class CropDataset(Dataset):
         self.crop_samples = int(crop_samples)
         self.random = random
         self.seed = seed
+        room = self._room(self.rows)
+        # fixed positions (validation) are drawn once, per item from (seed, item)
+        self.fixed_starts = None if random else np.array(
+            [np.random.default_rng((seed, i)).integers(0, r + 1) if r else 0 for i, r in enumerate(room)],
+            dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _room(self, rows: np.ndarray) -> np.ndarray:
+        return np.maximum(self.table.lengths[rows] - self.crop_samples, 0)
+
     def _starts(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        room = np.maximum(self.table.lengths[rows] - self.crop_samples, 0)
-        if self.random:  # uniform on 0..room; torch's RNG is seeded per worker
-            return (torch.rand(len(rows), dtype=torch.float64).numpy() * (room + 1)).astype(np.int64)
-        return np.array([np.random.default_rng((self.seed, int(i))).integers(0, r + 1) if r else 0
-                         for i, r in zip(items, room)], dtype=np.int64)
+        if self.fixed_starts is not None:
+            return self.fixed_starts[items]
+        # uniform on 0..room; torch's RNG is seeded per worker
+        return (torch.rand(len(rows), dtype=torch.float64).numpy() * (self._room(rows) + 1)).astype(np.int64)
 
     def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (PyTorch's batched fetch); :func:`collate_crops` passes it on."""
@@ -79,7 +86,8 @@ class CropDataset(Dataset):
 
 
 def collate_crops(batch: dict | list[dict]) -> dict[str, torch.Tensor]:
-    """Collate for :class:`CropDataset`: batches from ``__getitems__`` are already stacked."""
+    """Collate for :class:`CropDataset`: batches from ``__getitems__`` are already stacked; a list
+    of items (a wrapper without ``__getitems__``, e.g. ``ConcatDataset``) is stacked here."""
     return batch if isinstance(batch, dict) else default_collate(batch)
 
 

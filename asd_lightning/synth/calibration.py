@@ -13,25 +13,25 @@ Run ``python -m asd_lightning.synth.calibration --seeds 0 1 2`` for a table.
 from __future__ import annotations
 
 import argparse
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
 import torch
-import torchaudio
 from sklearn.covariance import LedoitWolf
-from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
-from .config import SAMPLE_RATE, SynthConfig
-from .writer import write_synthetic_dataset
+from asd_lightning.data.clip_index import build_clip_index
+from asd_lightning.features.log_mel import LogMel
+from asd_lightning.metrics.official import evaluate
 
-_NAME = re.compile(r"^section_(\d{2})_(source|target)_(train|test)_(normal|anomaly)_\d{4}")
+from .config import SAMPLE_RATE, SynthConfig
+from .writer import read_dataset_config, write_synthetic_dataset
 
 
 @dataclass(frozen=True)
@@ -45,22 +45,9 @@ class SectionResult:
 
 def clip_features(audio: np.ndarray) -> np.ndarray:
     """Mean and std over time of the log-mel spectrogram: ``(n, T) -> (n, 256)``."""
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=SAMPLE_RATE, n_fft=1024, hop_length=512, n_mels=128, power=2.0)
     with torch.no_grad():
-        logmel = 10.0 * torch.log10(mel(torch.as_tensor(audio, dtype=torch.float32)) + 1e-10)
+        logmel = LogMel(sample_rate=SAMPLE_RATE)(torch.as_tensor(audio, dtype=torch.float32))
     return torch.cat([logmel.mean(-1), logmel.std(-1)], dim=-1).numpy()
-
-
-def _load_dev_clips(root: Path):
-    """(machine, section, domain, split, label, path) for every development clip."""
-    rows = []
-    for path in sorted((root / "dev_data").glob("*/*/*.wav")):
-        match = _NAME.match(path.name)
-        if match:
-            section, domain, split, label = match.groups()
-            rows.append((path.parent.parent.name, int(section), domain, split, label, path))
-    return rows
 
 
 def _scores(train: np.ndarray, test: np.ndarray, detector: str) -> np.ndarray:
@@ -75,47 +62,47 @@ def _scores(train: np.ndarray, test: np.ndarray, detector: str) -> np.ndarray:
     raise ValueError(f"unknown detector {detector!r} (knn or gaussian)")
 
 
-def load_dev_features(root: str | Path):
-    """Development clip descriptions ``(machine, section, domain, split, label, path)`` and
-    their features (one row each)."""
-    rows = _load_dev_clips(Path(root))
-    if not rows:
-        raise FileNotFoundError(f"no development clips under {root}/dev_data")
-    audio = [sf.read(r[5], dtype="float32")[0] for r in rows]
-    feats = np.concatenate([clip_features(np.stack(audio[i:i + 64]))
-                            for i in range(0, len(audio), 64)])
-    return rows, feats
+def load_dev_features(root: str | Path, chunk: int = 64) -> tuple[pd.DataFrame, np.ndarray]:
+    """The development clips of a synthetic dataset (the clip index of
+    :func:`~asd_lightning.data.clip_index.build_clip_index`) and their features, one row each."""
+    config = read_dataset_config(root)
+    clips = build_clip_index(root, config.year, sections=config.dev_sections)
+    paths = clips["path"].tolist()
+    feats = [clip_features(np.stack([sf.read(p, dtype="float32")[0] for p in paths[i:i + chunk]]))
+             for i in range(0, len(paths), chunk)]
+    return clips, np.concatenate(feats)
 
 
-def score_sections(rows, feats: np.ndarray, detector: str = "knn",
+def score_sections(clips: pd.DataFrame, feats: np.ndarray, detector: str = "knn",
                    protocol: str = "dcase2022") -> list[SectionResult]:
-    """Fit the detector per section on training normals and compute the test AUCs."""
-    if protocol not in ("dcase2022", "per_domain"):
+    """Fit the detector per section on its training normals and score the test clips.
+
+    ``dcase2022``: AUCs by the DCASE 2022 rules (each domain's normals + all anomalies);
+    ``per_domain``: DCASE 2021 rules (each domain's own clips; ``pauc`` = mean of the two
+    domains' pAUC). Both through :func:`asd_lightning.metrics.evaluate`.
+    """
+    years = {"dcase2022": 2022, "per_domain": 2021}
+    if protocol not in years:
         raise ValueError(f"unknown protocol {protocol!r} (dcase2022 or per_domain)")
-    results = []
-    for machine, section in sorted({(r[0], r[1]) for r in rows}):
-        idx = [i for i, r in enumerate(rows) if (r[0], r[1]) == (machine, section)]
-        train = [i for i in idx if rows[i][3] == "train"]
-        test = [i for i in idx if rows[i][3] == "test"]
-        scores = _scores(feats[train], feats[test], detector)
-        domain = np.array([rows[i][2] for i in test])
-        anomaly = np.array([rows[i][4] == "anomaly" for i in test])
-
-        def auc(dom):
-            keep = (domain == dom) & ~anomaly
-            keep |= anomaly if protocol == "dcase2022" else anomaly & (domain == dom)
-            return float(roc_auc_score(anomaly[keep], scores[keep]))
-
-        results.append(SectionResult(machine, section, auc("source"), auc("target"),
-                                     float(roc_auc_score(anomaly, scores, max_fpr=0.1))))
-    return results
+    scored = []
+    for _, group in clips.groupby(["machine", "section"], sort=True):
+        train, test = group.index[group["split"] == "train"], group.index[group["split"] == "test"]
+        scored.append(clips.loc[test].assign(score=_scores(feats[train], feats[test], detector)))
+    rows = evaluate(pd.concat(scored), years[protocol]).rows
+    if protocol == "dcase2022":
+        return [SectionResult(r.machine, int(r.section), r.auc_source, r.auc_target, r.pauc)
+                for r in rows.itertuples()]
+    wide = rows.pivot_table(index=["machine", "section"], columns="domain", values=["auc", "pauc"])
+    return [SectionResult(machine, int(section), r[("auc", "source")], r[("auc", "target")],
+                          (r[("pauc", "source")] + r[("pauc", "target")]) / 2)
+            for (machine, section), r in wide.iterrows()]
 
 
 def evaluate_baseline(root: str | Path, detector: str = "knn",
                       protocol: str = "dcase2022") -> list[SectionResult]:
     """AUC (source), AUC (target) and pAUC per development section of the dataset at ``root``."""
-    rows, feats = load_dev_features(root)
-    return score_sections(rows, feats, detector, protocol)
+    clips, feats = load_dev_features(root)
+    return score_sections(clips, feats, detector, protocol)
 
 
 def summarize(results: Sequence[SectionResult]) -> dict[str, float]:
