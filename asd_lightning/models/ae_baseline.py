@@ -18,7 +18,7 @@ from asd_lightning.models.components.dense_autoencoder import DenseAutoencoder
 class AEBaseline(ASDMethod):
     """Dense autoencoder on stacked log-mel frames, scored by reconstruction error."""
 
-    def __init__(self, net: DenseAutoencoder, optimizer, scheduler=None, context: int = 5) -> None:
+    def __init__(self, net: DenseAutoencoder, optimizer=None, scheduler=None, context: int = 5) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net

@@ -19,14 +19,15 @@ class ASDMethod(L.LightningModule):
     """Base class of every method.
 
     Args:
-        optimizer: partial of a ``torch.optim`` optimiser (``params`` are filled in).
+        optimizer: partial of a ``torch.optim`` optimiser (``params`` are filled in); may be
+            None for a model loaded only to score (``load_from_checkpoint``).
         scheduler: optional partial of a ``torch.optim.lr_scheduler`` class; ``total_steps``
             (OneCycleLR), ``T_max`` (CosineAnnealingLR) or ``total_iters`` (LinearLR,
             PolynomialLR) are filled in from ``trainer.estimated_stepping_batches`` when the
             class takes them; the schedule steps every optimiser step.
     """
 
-    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer],
+    def __init__(self, optimizer: Callable[..., torch.optim.Optimizer] | None = None,
                  scheduler: Callable[..., Any] | None = None) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
@@ -63,6 +64,8 @@ class ASDMethod(L.LightningModule):
         return self.test_step(batch, batch_idx)
 
     def configure_optimizers(self) -> Any:
+        if self.optimizer_factory is None:
+            raise ValueError(f"{type(self).__name__} has no optimizer: pass model.optimizer to train it")
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer

@@ -1,0 +1,76 @@
+"""The official DCASE 2022 MobileNetV2 baseline: classify the section of each log-mel window.
+
+Training: cross-entropy between the section logits of 64-frame windows and their section
+(every (machine type, section) pair of the training data is a class, so one run can hold
+several machine types). Anomaly score of a clip: the mean over its windows of
+``log((1 - p) / p)``, ``p`` the softmax probability of the clip's own section, clipped to
+``[eps, 1 - eps]``. ``embed`` gives the pooled MobileNetV2 features for inlier models.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from asd_lightning.models.base import ASDMethod
+from asd_lightning.models.components.mobilenetv2_classifier import MobileNetV2Classifier
+
+
+def section_anomaly_scores(logits: torch.Tensor, section: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """``log((1 - p) / p)`` of the true section's softmax probability, per row of ``logits``."""
+    p = logits.float().softmax(dim=-1).gather(-1, section[:, None].long())[:, 0].clamp(eps, 1 - eps)
+    return torch.log1p(-p) - torch.log(p)
+
+
+class SectionIDBaseline(ASDMethod):
+    """MobileNetV2 section classifier scored by the log-odds of the true section.
+
+    ``num_sections`` is taken from the datamodule (``section_classes``) when left ``None``,
+    and then stored in the hyperparameters, so checkpoints load without the data.
+    """
+
+    def __init__(self, optimizer=None, scheduler=None, num_sections: int | None = None, width_mult: float = 0.5,
+                 in_channels: int = 3, dropout: float = 0.2, eps: float = 1e-7) -> None:
+        super().__init__(optimizer, scheduler)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        self.net: MobileNetV2Classifier | None = None
+        if num_sections is not None:
+            self._build(num_sections)
+
+    def _build(self, num_sections: int) -> None:
+        h = self.hparams
+        self.net = MobileNetV2Classifier(num_sections, h.width_mult, h.in_channels, h.dropout)
+
+    def configure_model(self) -> None:
+        if self.net is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not getattr(datamodule, "section_classes", None):
+                raise ValueError("SectionIDBaseline needs num_sections, or a datamodule with section_classes")
+            self.hparams.num_sections = len(datamodule.section_classes)
+            self._build(self.hparams.num_sections)
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(features)
+
+    def _loss(self, batch: dict) -> torch.Tensor:
+        return F.cross_entropy(self.net(batch["features"]), batch["section"])
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(batch)
+        self.log("train/loss", loss, prog_bar=True, on_step=False, on_epoch=True, batch_size=len(batch["wave"]))
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.log("val/loss", self._loss(batch), prog_bar=True, batch_size=len(batch["wave"]), sync_dist=True)
+
+    def segment_scores(self, features: torch.Tensor, section: torch.Tensor) -> torch.Tensor:
+        """Per-window scores ``[B, S]`` of segmented clips ``[B, S, 1, M, T]``."""
+        b, s = features.shape[:2]
+        logits = self.net(features.flatten(0, 1))
+        return section_anomaly_scores(logits, section.repeat_interleave(s), self.hparams.eps).view(b, s)
+
+    def clip_scores(self, batch: dict) -> torch.Tensor:
+        features = batch["features"]
+        if features.dim() == 4:
+            features = features[:, None]
+        return self.segment_scores(features, batch["section"]).mean(dim=1)
