@@ -71,15 +71,22 @@ class OfficialScores(L.Callback):
         self._scores += outputs["score"].cpu().tolist()
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        datamodule = trainer.datamodule
         test = pd.DataFrame({"clip_id": gather_objects(self._ids), "score": gather_objects(self._scores)})
         if test.empty:
             log.warning("OfficialScores: the model returned no clip scores; nothing to write")
             return
-        train = score_clips(pl_module, datamodule, "fit")
+        self.publish(trainer, pl_module, test, score_clips(pl_module, trainer.datamodule, "fit"))
+
+    def publish(self, trainer: L.Trainer, pl_module: L.LightningModule, test: pd.DataFrame,
+                fit: pd.DataFrame) -> None:
+        """Test clip scores (``clip_id``, ``score``) → decisions, official metrics and files.
+
+        ``fit``: scores of the training clips, for the per-machine gamma decision thresholds.
+        """
+        datamodule = trainer.datamodule
         clips = datamodule.clips.set_index("clip_id")
         thresholds = {}
-        for machine, group in clips.loc[train["clip_id"]].assign(score=train["score"].to_numpy()).groupby("machine"):
+        for machine, group in clips.loc[fit["clip_id"]].assign(score=fit["score"].to_numpy()).groupby("machine"):
             thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
         test = test.drop_duplicates("clip_id").join(clips, on="clip_id")
         test["decision"] = (test["score"] > test["machine"].map(thresholds)).astype(int)

@@ -1,0 +1,164 @@
+"""After testing: inlier models on embeddings → clip scores → the official table.
+
+The method only has to define ``embed``. With the weights that are being tested (the best or
+last checkpoint that ``trainer.test`` loaded), the callback
+
+1. embeds every segment of the test clips (in the test loop) and of the chosen fit clips,
+2. fits one inlier model per section (optionally one per domain, scoring with the minimum),
+   on the fit clips' segment embeddings or their clip-mean embeddings (``embedding_mean``,
+   as DG-Mix does),
+3. scores the test segments, optionally z-scores per section, aggregates per clip, and
+4. hands the clip scores to :class:`OfficialScores` (decision thresholds from the fit clips'
+   own scores, submission CSVs, the official table, metrics to every logger).
+
+The callback keeps no state between runs, so ``trainer.test(ckpt_path=...)`` cannot restore
+a stale inlier model from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Sequence
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import torch
+
+from asd_lightning.callbacks.official_scores import OfficialScores, gather_objects
+from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier, aggregate_segments
+
+log = logging.getLogger(__name__)
+
+FIT_SUBSETS = ("train", "val", "fit")
+
+
+def segment_embeddings(pl_module: L.LightningModule, features: torch.Tensor) -> torch.Tensor:
+    """``[B, S, 1, M, T]`` (or ``[B, 1, M, T]``) → ``[B, S, D]`` float32 embeddings."""
+    if features.dim() == 4:
+        features = features[:, None]
+    b, s = features.shape[:2]
+    return pl_module.embed(features.flatten(0, 1)).float().view(b, s, -1)
+
+
+def embed_clips(pl_module: L.LightningModule, datamodule, subset: str) -> dict[int, np.ndarray]:
+    """``clip_id`` → ``[S, D]`` segment embeddings of the target machines' clips of ``subset``."""
+    out: dict[int, np.ndarray] = {}
+    with torch.inference_mode():
+        for batch in datamodule.clip_dataloader(subset, targets_only=True):
+            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+            batch = datamodule.on_after_batch_transfer(batch, 0)
+            emb = segment_embeddings(pl_module, batch["features"]).cpu().numpy()
+            out.update(zip(batch["clip_id"].cpu().tolist(), emb))
+    return dict(gather_objects(list(out.items())))
+
+
+class InlierModelCallback(OfficialScores):
+    """Inlier model per section on the tested encoder's embeddings; then the official scores.
+
+    Args:
+        model: factory of a fresh inlier model (a Hydra partial of ``GMMInlier``,
+            ``LOFInlier`` or ``KNNInlier``); default 1-NN Euclidean.
+        fit_subset: clips the models are fitted on: ``val`` (held-out normals), ``train``
+            or ``fit`` (both).
+        fit_domains: domains of those clips to use (``[source]``, ``[target]`` or both).
+        per_domain: one model per domain and section; a clip's score is the minimum.
+        aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
+            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
+        zscore: standardise scores per section by the fit clips' scores.
+        output_dir, decision_quantile: as for :class:`OfficialScores`.
+    """
+
+    def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
+                 fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
+                 aggregation: str = "embedding_mean", zscore: bool = False,
+                 output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
+        super().__init__(output_dir, decision_quantile)
+        if fit_subset not in FIT_SUBSETS:
+            raise ValueError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
+        if aggregation != "embedding_mean" and aggregation not in AGGREGATORS:
+            raise ValueError(f"aggregation must be embedding_mean or one of {', '.join(AGGREGATORS)}, "
+                             f"got {aggregation!r}")
+        bad = set(fit_domains) - {"source", "target"}
+        if bad or not fit_domains:
+            raise ValueError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
+        self.model_factory = model or (lambda: KNNInlier(k=1))
+        self.fit_subset = fit_subset
+        self.fit_domains = list(fit_domains)
+        self.per_domain = per_domain
+        self.aggregation = aggregation
+        self.zscore = zscore
+        self._test: dict[int, np.ndarray] = {}
+
+    # -- collect test embeddings in the test loop ----------------------------------
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._test = {}
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        with torch.inference_mode():
+            emb = segment_embeddings(pl_module, batch["features"]).cpu().numpy()
+        self._test.update(zip(batch["clip_id"].cpu().tolist(), emb))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        test = dict(gather_objects(list(self._test.items())))
+        fit = embed_clips(pl_module, datamodule, "fit")
+        test_scores, fit_scores = self.score(datamodule.clips, test, fit)
+        self.publish(trainer, pl_module, test_scores, fit_scores)
+
+    # -- scoring -------------------------------------------------------------------
+    def _rows(self, emb: dict[int, np.ndarray], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Embedding rows (clip means or segments) of ``ids`` and the clip position of each row."""
+        if self.aggregation == "embedding_mean":
+            return np.stack([emb[i].mean(axis=0) for i in ids]), np.arange(len(ids))
+        return np.concatenate([emb[i] for i in ids]), np.repeat(np.arange(len(ids)), [len(emb[i]) for i in ids])
+
+    def _per_clip(self, row_scores: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        if self.aggregation == "embedding_mean":
+            return row_scores
+        counts = np.bincount(owner, minlength=n)
+        if len(set(counts)) == 1:  # equal segment counts: one [clips, segments] aggregation
+            return aggregate_segments(row_scores.reshape(n, -1), self.aggregation).numpy()
+        return np.array([aggregate_segments(row_scores[owner == c][None], self.aggregation).item() for c in range(n)])
+
+    def score(self, clips: pd.DataFrame, test: dict[int, np.ndarray],
+              fit: dict[int, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Clip scores of the ``test`` clips and of the ``fit`` clips (for the thresholds).
+
+        ``clips``: the datamodule's clip table; ``test`` / ``fit``: ``clip_id`` → ``[S, D]``.
+        """
+        table = clips.set_index("clip_id")
+        subsets = ("train", "val") if self.fit_subset == "fit" else (self.fit_subset,)
+        test_parts, fit_parts = [], []
+        fit_ids = np.array(sorted(fit), dtype=np.int64)
+        test_ids = np.array(sorted(test), dtype=np.int64)
+        for (machine, section), group in table.loc[np.concatenate([fit_ids, test_ids])].groupby(["machine", "section"]):
+            section_fit = [i for i in group.index if i in fit]
+            section_test = [i for i in group.index if i in test]
+            used = [i for i in section_fit if table.at[i, "subset"] in subsets and table.at[i, "domain"] in self.fit_domains]
+            if not used:
+                raise ValueError(f"{machine} section {section:02d}: no {self.fit_subset} clips of domain(s) "
+                                 f"{self.fit_domains} to fit the inlier model on")
+            groups = [[i for i in used if table.at[i, "domain"] == d] for d in self.fit_domains] if self.per_domain else [used]
+            groups = [g for g in groups if g]
+            test_scores = np.full((len(groups), len(section_test)), np.inf)
+            fit_scores = np.full((len(groups), len(section_fit)), np.inf)
+            for g, members in enumerate(groups):
+                model = self.model_factory().fit(self._rows(fit, members)[0])
+                if section_test:
+                    rows, owner = self._rows(test, section_test)
+                    test_scores[g] = self._per_clip(model.score(rows), owner, len(section_test))
+                rows, owner = self._rows(fit, section_fit)
+                row_scores = model.score(rows)
+                # the model's own training rows are scored left out of their neighbourhood
+                own = np.isin(np.asarray(section_fit)[owner], members)
+                row_scores[own] = model.score_training()
+                fit_scores[g] = self._per_clip(row_scores, owner, len(section_fit))
+            test_clip, fit_clip = test_scores.min(axis=0), fit_scores.min(axis=0)
+            if self.zscore:
+                mean, std = fit_clip.mean(), fit_clip.std() or 1.0
+                test_clip, fit_clip = (test_clip - mean) / std, (fit_clip - mean) / std
+            test_parts.append(pd.DataFrame({"clip_id": section_test, "score": test_clip}))
+            fit_parts.append(pd.DataFrame({"clip_id": section_fit, "score": fit_clip}))
+        return pd.concat(test_parts, ignore_index=True), pd.concat(fit_parts, ignore_index=True)

@@ -1,0 +1,99 @@
+"""InlierModelCallback: per-section inlier scoring by hand, and end to end on a trained encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from asd_lightning.callbacks.inlier_model import InlierModelCallback
+from asd_lightning.metrics import read_submission
+from asd_lightning.scoring import KNNInlier
+from asd_lightning.train import train
+from conftest import make_2022
+from test_train import compose_train
+
+
+def clip_table() -> pd.DataFrame:
+    # section 0: fit clips 0-3 (2 source, 2 target, clip 3 held out as "val"), test clips 4-5
+    rows = [(0, "fan", 0, "source", "train"), (1, "fan", 0, "source", "train"), (2, "fan", 0, "target", "train"),
+            (3, "fan", 0, "target", "val"), (4, "fan", 0, "source", "test"), (5, "fan", 0, "target", "test")]
+    return pd.DataFrame(rows, columns=["clip_id", "machine", "section", "domain", "subset"])
+
+
+# one 1-D embedding per segment; two segments per clip
+FIT = {0: np.array([[0.0], [0.0]]), 1: np.array([[2.0], [2.0]]), 2: np.array([[10.0], [10.0]]),
+       3: np.array([[12.0], [14.0]])}
+TEST = {4: np.array([[1.0], [5.0]]), 5: np.array([[11.0], [11.0]])}
+
+
+def scores(frame: pd.DataFrame) -> list[float]:
+    return frame.sort_values("clip_id")["score"].tolist()
+
+
+def test_clip_mean_embedding_1nn_by_hand() -> None:
+    cb = InlierModelCallback(model=lambda: KNNInlier(k=1))
+    test, fit = cb.score(clip_table(), TEST, FIT)
+    # clip means: fit 0, 2, 10, 13; test 3 → nearest 2 (1.0); 11 → nearest 10 (1.0)
+    assert scores(test) == pytest.approx([1.0, 1.0])
+    # fit clips scored without themselves: 0→2, 2→0, 10→13, 13→10
+    assert scores(fit) == pytest.approx([2.0, 2.0, 3.0, 3.0])
+
+
+def test_fit_subset_domains_and_per_domain_minimum() -> None:
+    held_out = InlierModelCallback(model=lambda: KNNInlier(k=1), fit_subset="val")
+    test, fit = held_out.score(clip_table(), TEST, FIT)
+    assert scores(test) == pytest.approx([10.0, 2.0])  # only clip 3 (mean 13) is in the model
+    # clips outside the model: plain distances; the model's only clip has no other neighbour: 0
+    assert scores(fit) == pytest.approx([13.0, 11.0, 3.0, 0.0])
+    source_only = InlierModelCallback(model=lambda: KNNInlier(k=1), fit_domains=["source"])
+    assert scores(source_only.score(clip_table(), TEST, FIT)[0]) == pytest.approx([1.0, 9.0])
+    # per domain, k=2: source model {0, 2}, target model {10, 13}; the minimum of the two
+    per_domain = InlierModelCallback(model=lambda: KNNInlier(k=2), per_domain=True)
+    assert scores(per_domain.score(clip_table(), TEST, FIT)[0]) == pytest.approx([2.0, 1.5])
+
+
+def test_segment_scores_aggregated_per_clip_and_zscore() -> None:
+    cb = InlierModelCallback(model=lambda: KNNInlier(k=1), aggregation="max")
+    test, _ = cb.score(clip_table(), TEST, FIT)
+    # segments 1 → 0 is 1 away, 5 → 2 is 3 away: max 3; 11, 11 → 10 or 12: 1
+    assert scores(test) == pytest.approx([3.0, 1.0])
+    z = InlierModelCallback(model=lambda: KNNInlier(k=1), zscore=True)
+    test, fit = z.score(clip_table(), TEST, FIT)
+    raw = np.array([2.0, 2.0, 3.0, 3.0])
+    assert scores(test) == pytest.approx(list((np.array([1.0, 1.0]) - raw.mean()) / raw.std()))
+    assert np.mean(scores(fit)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="fit_subset"):
+        InlierModelCallback(fit_subset="test")
+    with pytest.raises(ValueError, match="aggregation"):
+        InlierModelCallback(aggregation="sum")
+    with pytest.raises(ValueError, match="fit_domains"):
+        InlierModelCallback(fit_domains=["elsewhere"])
+    cb = InlierModelCallback(fit_subset="val", fit_domains=["source"])
+    with pytest.raises(ValueError, match="fan section 00: no val clips"):
+        cb.score(clip_table(), TEST, FIT)
+
+
+def test_inlier_callback_end_to_end_with_the_mobilenetv2_baseline(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
+                     seconds=2.5, eval_section=3)
+    cfg = compose_train([
+        "experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks/inlier_model@callbacks.inlier.model=gmm",
+        "callbacks.inlier.model.covariance_type=diag", f"data.root={root}", "data.machine_types=[fan,valve]",
+        f"data.ground_truth={root / 'ground_truth'}", "data.num_workers=0", "data.batch_size=8",
+        "trainer.max_epochs=1", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu",
+    ], tmp_path / "run")
+    metrics = train(cfg)
+    submission = tmp_path / "run" / "submission"
+    report = json.loads((submission / "scores.json").read_text())
+    assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
+    scored = read_submission(submission, 2022)
+    assert len(scored) == 2 * (2 * 2 * 2 * 2 + 4) and np.isfinite(scored["score"]).all()
+    # GMM negative log-likelihoods of 1280-d embeddings, not the classifier's log-odds
+    assert scored["score"].abs().max() > 50
