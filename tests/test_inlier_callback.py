@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from asd_lightning.callbacks.inlier_model import InlierModelCallback
+from asd_lightning.eval import evaluate_checkpoint
 from asd_lightning.metrics import read_submission
 from asd_lightning.scoring import KNNInlier
 from asd_lightning.train import train
@@ -80,20 +81,38 @@ def test_settings_are_checked() -> None:
         cb.score(clip_table(), TEST, FIT)
 
 
-def test_inlier_callback_end_to_end_with_the_mobilenetv2_baseline(tmp_path: Path) -> None:
+def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
                      seconds=2.5, eval_section=3)
-    cfg = compose_train([
-        "experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks/inlier_model@callbacks.inlier.model=gmm",
-        "callbacks.inlier.model.covariance_type=diag", f"data.root={root}", "data.machine_types=[fan,valve]",
-        f"data.ground_truth={root / 'ground_truth'}", "data.num_workers=0", "data.batch_size=8",
-        "trainer.max_epochs=1", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu",
-    ], tmp_path / "run")
+    data = [f"data.root={root}", "data.machine_types=[fan,valve]", f"data.ground_truth={root / 'ground_truth'}",
+            "data.num_workers=0", "data.batch_size=8", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv",
+            "trainer.accelerator=cpu", "experiment=mobilenetv2_baseline"]
+    cfg = compose_train(data + ["callbacks=inlier", "trainer.max_epochs=1"], tmp_path / "run")
     metrics = train(cfg)
     submission = tmp_path / "run" / "submission"
     report = json.loads((submission / "scores.json").read_text())
     assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
-    scored = read_submission(submission, 2022)
-    assert len(scored) == 2 * (2 * 2 * 2 * 2 + 4) and np.isfinite(scored["score"]).all()
-    # GMM negative log-likelihoods of 1280-d embeddings, not the classifier's log-odds
-    assert scored["score"].abs().max() > 50
+    knn = read_submission(submission, 2022)
+    assert len(knn) == 2 * (2 * 2 * 2 * 2 + 4) and np.isfinite(knn["score"]).all()
+
+    # asd-eval: the same checkpoint scored by a GMM on segment scores; the checkpoint is only read
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    before = (ckpt.read_bytes(), ckpt.stat().st_mtime_ns)
+    cfg = compose_train(data + [f"ckpt_path={ckpt}", "callbacks/inlier_model@callbacks.inlier.model=gmm",
+                                "callbacks.inlier.model.covariance_type=diag", "callbacks.inlier.aggregation=mean_above_median"],
+                        tmp_path / "eval", config_name="eval.yaml")
+    assert cfg.train is False and cfg.task_name == "eval"
+    evaluate_checkpoint(cfg)
+    gmm = read_submission(tmp_path / "eval" / "submission", 2022)
+    assert (ckpt.read_bytes(), ckpt.stat().st_mtime_ns) == before
+    merged = knn.merge(gmm, on=["machine", "section", "file"], suffixes=("_knn", "_gmm"))
+    assert len(merged) == len(knn)
+    assert not np.allclose(merged["score_knn"], merged["score_gmm"])
+    # GMM negative log-likelihoods of 1280-d embeddings are far from 1-NN distances
+    assert gmm["score"].abs().max() > 50
+
+
+def test_asd_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:
+    cfg = compose_train([f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "eval", config_name="eval.yaml")
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        evaluate_checkpoint(cfg)

@@ -21,10 +21,10 @@ from conftest import make_2022
 CONF = Path(config_dir())
 
 
-def compose_train(overrides: list[str], output_dir: Path):
+def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train.yaml"):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train.yaml", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)

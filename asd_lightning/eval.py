@@ -1,0 +1,45 @@
+"""`asd-eval`: test a checkpoint again (no training) with the scoring set up in ``conf/eval.yaml``.
+
+Examples::
+
+    asd-eval experiment=mobilenetv2_baseline data=synthetic ckpt_path=.../checkpoints/last.ckpt
+    asd-eval -m experiment=mobilenetv2_baseline data=synthetic ckpt_path=... \\
+        callbacks/inlier_model@callbacks.inlier.model=gmm callbacks.inlier.model.n_components=1,2,4,8
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from asd_lightning.train import config_dir, train
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
+    """Check ``cfg.ckpt_path`` and run the test loop on it; returns the logged metrics."""
+    ckpt = Path(str(cfg.ckpt_path)).expanduser()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
+    if cfg.get("train"):
+        raise ValueError("asd-eval never trains: leave train=false")
+    # by design the training run's ModelCheckpoint is not rebuilt: its state is not wanted here
+    warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided")
+    return train(cfg)
+
+
+def _run(cfg: DictConfig) -> float | None:
+    metrics = evaluate_checkpoint(cfg)
+    name = cfg.get("optimized_metric")
+    return metrics.get(name) if name else None
+
+
+def main() -> float | None:
+    """Console entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    return hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval.yaml")(_run)()
+
+
+if __name__ == "__main__":
+    main()
