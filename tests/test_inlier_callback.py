@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,6 +90,9 @@ def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: P
             "trainer.accelerator=cpu", "experiment=mobilenetv2_baseline"]
     cfg = compose_train(data + ["callbacks=inlier", "trainer.max_epochs=1"], tmp_path / "run")
     metrics = train(cfg)
+    for name in ("roc", "score_histograms", "embeddings_pca"):  # figures written and non-empty
+        image = matplotlib.image.imread(tmp_path / "run" / "submission" / "plots" / f"{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 200 and image[..., :3].std() > 0.05
     submission = tmp_path / "run" / "submission"
     report = json.loads((submission / "scores.json").read_text())
     assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
@@ -116,3 +120,32 @@ def test_asd_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:
     cfg = compose_train([f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "eval", config_name="eval.yaml")
     with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
         evaluate_checkpoint(cfg)
+
+
+def test_figures_and_embedding_table_reach_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("wandb")
+    import lightning as L
+    from lightning.pytorch.loggers import WandbLogger
+
+    from asd_lightning.callbacks.inlier_model import log_embedding_table, log_figures, write_figures
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    rng = np.random.default_rng(0)
+    scored = pd.DataFrame({
+        "file": [f"clip_{i}.wav" for i in range(16)], "machine": "fan", "section": [0, 1] * 8,
+        "domain": (["source"] * 4 + ["target"] * 4) * 2, "label": ["normal"] * 8 + ["anomaly"] * 8,
+        "score": np.r_[rng.normal(0, 1, 8), rng.normal(2, 1, 8)],
+    })
+    embeddings = rng.normal(size=(16, 5))
+    paths = write_figures(scored, embeddings, 2022, tmp_path / "plots", projection="tsne")
+    assert sorted(paths) == ["embeddings_tsne", "roc", "score_histograms"]
+    logger = WandbLogger(save_dir=str(tmp_path), offline=True, project="asd-test")
+    trainer = L.Trainer(logger=logger, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    log_figures(trainer, paths)
+    log_embedding_table(trainer, scored, embeddings)
+    run_dir = Path(logger.experiment.dir)
+    logger.experiment.finish()
+    media = sorted(p.name for p in run_dir.rglob("*") if p.is_file() and p.parent.name in ("test", "images"))
+    assert any(name.startswith("roc") and name.endswith(".png") for name in media), media
+    assert any(name.startswith("embeddings") and name.endswith(".table.json") for name in media), media

@@ -9,7 +9,10 @@ last checkpoint that ``trainer.test`` loaded), the callback
    as DG-Mix does),
 3. scores the test segments, optionally z-scores per section, aggregates per clip, and
 4. hands the clip scores to :class:`OfficialScores` (decision thresholds from the fit clips'
-   own scores, submission CSVs, the official table, metrics to every logger).
+   own scores, submission CSVs, the official table, metrics to every logger), and
+5. draws ROC curves, score histograms and a 2-D map of the test clips' embeddings
+   (``plots/*.png`` beside the submission), logged as images to W&B and TensorBoard, and to
+   W&B also as a table of embeddings for its projection panel.
 
 The callback keeps no state between runs, so ``trainer.test(ckpt_path=...)`` cannot restore
 a stale inlier model from a checkpoint.
@@ -22,11 +25,14 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import lightning as L
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from asd_lightning.callbacks.official_scores import OfficialScores, gather_objects
+from asd_lightning.metrics import plots
 from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier, aggregate_segments
 
 log = logging.getLogger(__name__)
@@ -54,6 +60,41 @@ def embed_clips(pl_module: L.LightningModule, datamodule, subset: str) -> dict[i
     return dict(gather_objects(list(out.items())))
 
 
+def write_figures(scored: pd.DataFrame, embeddings: np.ndarray, year: int, out_dir: Path,
+                  projection: str = "pca") -> dict[str, Path]:
+    """ROC curves, score histograms and the embedding map as PNGs in ``out_dir``."""
+    figures = {
+        "roc": plots.roc_curves(scored, year),
+        "score_histograms": plots.score_histograms(scored),
+        f"embeddings_{projection}": plots.embedding_map(plots.project(embeddings, projection), scored,
+                                                        projection.upper()),
+    }
+    return {name: plots.save_figure(fig, out_dir / f"{name}.png") for name, fig in figures.items()}
+
+
+def log_figures(trainer: L.Trainer, paths: dict[str, Path]) -> None:
+    """PNG figures to W&B (images) and TensorBoard; other loggers keep the files only."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            for name, path in paths.items():
+                logger.log_image(key=f"test/{name}", images=[str(path)])
+        elif isinstance(logger, TensorBoardLogger):
+            for name, path in paths.items():
+                image = matplotlib.image.imread(path)[..., :3]
+                logger.experiment.add_image(f"test/{name}", image, dataformats="HWC")
+
+
+def log_embedding_table(trainer: L.Trainer, scored: pd.DataFrame, embeddings: np.ndarray) -> None:
+    """Clip embeddings with their metadata as a W&B table (for its 2-D projection panel)."""
+    columns = ["file", "machine", "section", "domain", "label", "score"]
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            rows = [[*(r[c] for c in columns), *map(float, e)]
+                    for r, e in zip(scored[columns].to_dict("records"), embeddings)]
+            logger.log_table(key="test/embeddings", columns=columns + [f"e{j}" for j in range(embeddings.shape[1])],
+                             data=rows)
+
+
 class InlierModelCallback(OfficialScores):
     """Inlier model per section on the tested encoder's embeddings; then the official scores.
 
@@ -67,13 +108,15 @@ class InlierModelCallback(OfficialScores):
         aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
             scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
         zscore: standardise scores per section by the fit clips' scores.
+        plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
         output_dir, decision_quantile: as for :class:`OfficialScores`.
     """
 
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
-                 aggregation: str = "embedding_mean", zscore: bool = False,
-                 output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
+                 aggregation: str = "embedding_mean", zscore: bool = False, plots: bool = True,
+                 projection: str = "pca", output_dir: str | Path = "submission",
+                 decision_quantile: float = 0.9) -> None:
         super().__init__(output_dir, decision_quantile)
         if fit_subset not in FIT_SUBSETS:
             raise ValueError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
@@ -89,6 +132,8 @@ class InlierModelCallback(OfficialScores):
         self.per_domain = per_domain
         self.aggregation = aggregation
         self.zscore = zscore
+        self.plots = plots
+        self.projection = projection
         self._test: dict[int, np.ndarray] = {}
 
     # -- collect test embeddings in the test loop ----------------------------------
@@ -106,6 +151,14 @@ class InlierModelCallback(OfficialScores):
         fit = embed_clips(pl_module, datamodule, "fit")
         test_scores, fit_scores = self.score(datamodule.clips, test, fit)
         self.publish(trainer, pl_module, test_scores, fit_scores)
+        if self.plots and trainer.is_global_zero:
+            scored = test_scores.join(datamodule.clips.set_index("clip_id"), on="clip_id")
+            labelled = scored[scored["label"] != "unknown"].reset_index(drop=True)
+            if len(labelled) >= 3:
+                embeddings = np.stack([test[i].mean(axis=0) for i in labelled["clip_id"]])
+                log_figures(trainer, write_figures(labelled, embeddings, datamodule.year,
+                                                   self.output_dir / "plots", self.projection))
+                log_embedding_table(trainer, labelled, embeddings)
 
     # -- scoring -------------------------------------------------------------------
     def _rows(self, emb: dict[int, np.ndarray], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
