@@ -33,7 +33,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from asd_lightning.callbacks.official_scores import OfficialScores, gather_objects
 from asd_lightning.metrics import plots
-from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier, aggregate_segments
+from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier
+from asd_lightning.scoring.section_scorer import SectionScorer, clip_scores, embedding_rows
 
 log = logging.getLogger(__name__)
 
@@ -161,57 +162,50 @@ class InlierModelCallback(OfficialScores):
                 log_embedding_table(trainer, labelled, embeddings)
 
     # -- scoring -------------------------------------------------------------------
-    def _rows(self, emb: dict[int, np.ndarray], ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Embedding rows (clip means or segments) of ``ids`` and the clip position of each row."""
-        if self.aggregation == "embedding_mean":
-            return np.stack([emb[i].mean(axis=0) for i in ids]), np.arange(len(ids))
-        return np.concatenate([emb[i] for i in ids]), np.repeat(np.arange(len(ids)), [len(emb[i]) for i in ids])
-
-    def _per_clip(self, row_scores: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-        if self.aggregation == "embedding_mean":
-            return row_scores
-        counts = np.bincount(owner, minlength=n)
-        if len(set(counts)) == 1:  # equal segment counts: one [clips, segments] aggregation
-            return aggregate_segments(row_scores.reshape(n, -1), self.aggregation).numpy()
-        return np.array([aggregate_segments(row_scores[owner == c][None], self.aggregation).item() for c in range(n)])
+    def fit_section(self, fit: dict[int, np.ndarray], section_fit: list[int], used: list[int],
+                    domain_of: dict[int, str]) -> tuple[SectionScorer, np.ndarray]:
+        """Fit the section's scorer on the clips ``used``; return it and the scores of all its
+        ``section_fit`` clips (the models' own training rows scored left out)."""
+        groups = [[i for i in used if domain_of[i] == d] for d in self.fit_domains] if self.per_domain else [used]
+        domains = [d for d, g in zip(self.fit_domains, groups) if g] if self.per_domain else []
+        groups = [g for g in groups if g]
+        rows, owner = embedding_rows([fit[i] for i in section_fit], self.aggregation)
+        fit_scores, models = [], []
+        for members in groups:
+            model = self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0])
+            row_scores = model.score(rows)
+            row_scores[np.isin(np.asarray(section_fit)[owner], members)] = model.score_training()
+            fit_scores.append(clip_scores(row_scores, owner, len(section_fit), self.aggregation))
+            models.append(model)
+        scorer = SectionScorer(models, self.aggregation, domains=domains)
+        fit_clip = np.min(fit_scores, axis=0)
+        if self.zscore:
+            scorer.mean, scorer.std = float(fit_clip.mean()), float(fit_clip.std() or 1.0)
+        return scorer, (fit_clip - scorer.mean) / scorer.std
 
     def score(self, clips: pd.DataFrame, test: dict[int, np.ndarray],
               fit: dict[int, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Clip scores of the ``test`` clips and of the ``fit`` clips (for the thresholds).
 
         ``clips``: the datamodule's clip table; ``test`` / ``fit``: ``clip_id`` → ``[S, D]``.
+        The fitted scorers stay in ``self.scorers`` (``(machine, section)`` → scorer).
         """
         table = clips.set_index("clip_id")
         subsets = ("train", "val") if self.fit_subset == "fit" else (self.fit_subset,)
+        ids = np.concatenate([np.array(sorted(fit), dtype=np.int64), np.array(sorted(test), dtype=np.int64)])
+        self.scorers: dict[tuple[str, int], SectionScorer] = {}
         test_parts, fit_parts = [], []
-        fit_ids = np.array(sorted(fit), dtype=np.int64)
-        test_ids = np.array(sorted(test), dtype=np.int64)
-        for (machine, section), group in table.loc[np.concatenate([fit_ids, test_ids])].groupby(["machine", "section"]):
+        for (machine, section), group in table.loc[ids].groupby(["machine", "section"]):
             section_fit = [i for i in group.index if i in fit]
             section_test = [i for i in group.index if i in test]
-            used = [i for i in section_fit if table.at[i, "subset"] in subsets and table.at[i, "domain"] in self.fit_domains]
+            used = [i for i in section_fit if group.at[i, "subset"] in subsets and group.at[i, "domain"] in self.fit_domains]
             if not used:
                 raise ValueError(f"{machine} section {section:02d}: no {self.fit_subset} clips of domain(s) "
                                  f"{self.fit_domains} to fit the inlier model on")
-            groups = [[i for i in used if table.at[i, "domain"] == d] for d in self.fit_domains] if self.per_domain else [used]
-            groups = [g for g in groups if g]
-            test_scores = np.full((len(groups), len(section_test)), np.inf)
-            fit_scores = np.full((len(groups), len(section_fit)), np.inf)
-            for g, members in enumerate(groups):
-                model = self.model_factory().fit(self._rows(fit, members)[0])
-                if section_test:
-                    rows, owner = self._rows(test, section_test)
-                    test_scores[g] = self._per_clip(model.score(rows), owner, len(section_test))
-                rows, owner = self._rows(fit, section_fit)
-                row_scores = model.score(rows)
-                # the model's own training rows are scored left out of their neighbourhood
-                own = np.isin(np.asarray(section_fit)[owner], members)
-                row_scores[own] = model.score_training()
-                fit_scores[g] = self._per_clip(row_scores, owner, len(section_fit))
-            test_clip, fit_clip = test_scores.min(axis=0), fit_scores.min(axis=0)
-            if self.zscore:
-                mean, std = fit_clip.mean(), fit_clip.std() or 1.0
-                test_clip, fit_clip = (test_clip - mean) / std, (fit_clip - mean) / std
-            test_parts.append(pd.DataFrame({"clip_id": section_test, "score": test_clip}))
+            scorer, fit_clip = self.fit_section(fit, section_fit, used, group["domain"].to_dict())
+            self.scorers[(machine, int(section))] = scorer
+            if section_test:
+                test_parts.append(pd.DataFrame({"clip_id": section_test, "score": scorer([test[i] for i in section_test])}))
             fit_parts.append(pd.DataFrame({"clip_id": section_fit, "score": fit_clip}))
-        return pd.concat(test_parts, ignore_index=True), pd.concat(fit_parts, ignore_index=True)
+        empty = [pd.DataFrame({"clip_id": [], "score": []})]
+        return pd.concat(test_parts or empty, ignore_index=True), pd.concat(fit_parts, ignore_index=True)

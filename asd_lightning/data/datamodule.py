@@ -37,7 +37,7 @@ from asd_lightning.data.samplers import (
     SameMachinePairBatchSampler,
 )
 from asd_lightning.features.log_mel import LogMel
-from asd_lightning.features.segments import evenly_spaced_crops, sliding_windows
+from asd_lightning.features.segments import normalize_int16, segment_clips
 
 log = logging.getLogger(__name__)
 
@@ -320,12 +320,10 @@ class DCASEDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ device side
     def normalize(self, wave: torch.Tensor, machine: torch.Tensor) -> torch.Tensor:
         """int16 samples → float in [-1, 1), then per-machine zero mean / unit variance."""
-        wave = wave.to(torch.float32, copy=True)  # one pass; the caller's tensor is never changed
         if not self.amplitude_norm:
-            return wave.div_(32768.0)
-        mean = self.amplitude_mean.to(wave.device)[machine]
-        std = self.amplitude_std.to(wave.device)[machine]
-        return wave.mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
+            return normalize_int16(wave)
+        return normalize_int16(wave, self.amplitude_mean.to(wave.device)[machine],
+                               self.amplitude_std.to(wave.device)[machine])
 
     def featurize(self, wave: torch.Tensor) -> torch.Tensor:
         """Float waveforms ``[..., samples]`` → features ``[..., n_mels, frames]`` on their device."""
@@ -334,16 +332,8 @@ class DCASEDataModule(L.LightningDataModule):
 
     def segment(self, wave: torch.Tensor) -> torch.Tensor:
         """Whole clips ``[B, samples]`` → model inputs per ``test_segments``."""
-        kind = self.test_segments.get("kind", "clip")
-        if kind == "clip":
-            return self.featurize(wave).unsqueeze(1)
-        if kind == "crops":
-            crop = int(round(float(self.test_segments["seconds"]) * self.decode_options.sample_rate))
-            return self.featurize(evenly_spaced_crops(wave, crop, int(self.test_segments["num"]))).unsqueeze(2)
-        if kind == "windows":
-            windows = sliding_windows(self.featurize(wave), int(self.test_segments["frames"]), int(self.test_segments["hop"]))
-            return windows.unsqueeze(2)
-        raise ValueError(f"test_segments.kind must be clip, crops or windows, got {kind!r}")
+        self.frontend.to(wave.device)
+        return segment_clips(wave, self.frontend, self.test_segments, self.decode_options.sample_rate)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         batch = dict(batch)

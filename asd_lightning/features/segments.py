@@ -37,3 +37,27 @@ def stack_frames(features: torch.Tensor, context: int) -> torch.Tensor:
     """
     windows = features.unfold(-1, context, 1)  # [B, n_mels, V, context]
     return windows.permute(0, 2, 3, 1).reshape(features.shape[0], -1, context * features.shape[1])
+
+
+def normalize_int16(wave: torch.Tensor, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """int16 samples ``[B, samples]`` → float in [-1, 1), then ``(x - mean) / std`` per row when
+    given (per-machine amplitude statistics); one pass, the input is never changed."""
+    wave = wave.to(torch.float32, copy=True)
+    if mean is None:
+        return wave.div_(32768.0)
+    return wave.mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
+
+
+def segment_clips(wave: torch.Tensor, frontend, test_segments: dict, sample_rate: int) -> torch.Tensor:
+    """Whole float clips ``[B, samples]`` → model inputs per ``test_segments``: ``clip``
+    ``[B, 1, M, T]``, ``crops`` ``[B, num, 1, M, T]`` or ``windows`` ``[B, S, 1, M, frames]``."""
+    kind = test_segments.get("kind", "clip")
+    if kind == "clip":
+        return frontend(wave).unsqueeze(1)
+    if kind == "crops":
+        crop = int(round(float(test_segments["seconds"]) * sample_rate))
+        return frontend(evenly_spaced_crops(wave, crop, int(test_segments["num"]))).unsqueeze(2)
+    if kind == "windows":
+        windows = sliding_windows(frontend(wave), int(test_segments["frames"]), int(test_segments["hop"]))
+        return windows.unsqueeze(2)
+    raise ValueError(f"test_segments.kind must be clip, crops or windows, got {kind!r}")
