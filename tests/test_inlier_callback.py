@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from asd_lightning.callbacks.inlier_model import InlierModelCallback
+from asd_lightning.deploy.cli import main as score_main
 from asd_lightning.eval import evaluate_checkpoint
 from asd_lightning.metrics import read_submission
 from asd_lightning.scoring import KNNInlier
@@ -98,6 +99,21 @@ def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: P
     assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
     knn = read_submission(submission, 2022)
     assert len(knn) == 2 * (2 * 2 * 2 * 2 + 4) and np.isfinite(knn["score"]).all()
+
+    # the fan bundle alone (asd-score) gives the callback's scores for the same recordings
+    bundle = tmp_path / "run" / "bundle" / "fan"
+    assert {p.name for p in bundle.iterdir()} >= {"bundle.pt", "bundle.json"}
+    assert json.loads((bundle / "bundle.json").read_text())["sections"] == [0, 1, 3]
+    out = tmp_path / "asd_score.json"
+    assert score_main(["--bundle", str(bundle), str(root / "dev_data" / "fan" / "test"),
+                       str(root / "eval_data" / "fan" / "test"), "--out", str(out)]) == 0
+    bundled = pd.read_json(out).assign(file=lambda t: t["file"].map(lambda f: Path(f).name))
+    expected = knn[knn["machine"] == "fan"].merge(bundled, on="file", suffixes=("", "_bundle"))
+    assert len(expected) == 2 * 2 * 2 * 2 + 4
+    assert (expected["section"] == expected["section_bundle"]).all()
+    assert np.allclose(expected["score_bundle"], expected["score"], rtol=1e-4, atol=1e-6)
+    decisions = pd.read_csv(submission / "decision_result_fan_section_00_test.csv", header=None, names=["file", "d"])
+    assert (decisions.merge(bundled, on="file").eval("d == decision")).all()
 
     # asd-eval: the same checkpoint scored by a GMM on segment scores; the checkpoint is only read
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"

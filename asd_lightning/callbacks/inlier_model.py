@@ -96,6 +96,19 @@ def log_embedding_table(trainer: L.Trainer, scored: pd.DataFrame, embeddings: np
                              data=rows)
 
 
+def _run_config_yaml() -> str | None:
+    """The Hydra config of this run as YAML, None outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        hydra_cfg = HydraConfig.get()
+        path = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / "config.yaml"
+    except (ValueError, OmegaConfBaseException):  # not inside a Hydra run
+        return None
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 class InlierModelCallback(OfficialScores):
     """Inlier model per section on the tested encoder's embeddings; then the official scores.
 
@@ -110,14 +123,16 @@ class InlierModelCallback(OfficialScores):
             scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
         zscore: standardise scores per section by the fit clips' scores.
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
+        bundle_dir: where to write one :class:`~asd_lightning.deploy.ModelBundle` per machine
+            type (``<bundle_dir>/<machine>``), for ``asd-score``; None writes none.
         output_dir, decision_quantile: as for :class:`OfficialScores`.
     """
 
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
                  aggregation: str = "embedding_mean", zscore: bool = False, plots: bool = True,
-                 projection: str = "pca", output_dir: str | Path = "submission",
-                 decision_quantile: float = 0.9) -> None:
+                 projection: str = "pca", bundle_dir: str | Path | None = None,
+                 output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
         super().__init__(output_dir, decision_quantile)
         if fit_subset not in FIT_SUBSETS:
             raise ValueError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
@@ -135,6 +150,7 @@ class InlierModelCallback(OfficialScores):
         self.zscore = zscore
         self.plots = plots
         self.projection = projection
+        self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self._test: dict[int, np.ndarray] = {}
 
     # -- collect test embeddings in the test loop ----------------------------------
@@ -152,6 +168,10 @@ class InlierModelCallback(OfficialScores):
         fit = embed_clips(pl_module, datamodule, "fit")
         test_scores, fit_scores = self.score(datamodule.clips, test, fit)
         self.publish(trainer, pl_module, test_scores, fit_scores)
+        if self.bundle_dir is not None and trainer.is_global_zero:
+            for machine in datamodule.machine_types:
+                path = self.write_bundle(datamodule, pl_module, machine)
+                log.info("model bundle for %s written to %s", machine, path.resolve())
         if self.plots and trainer.is_global_zero:
             scored = test_scores.join(datamodule.clips.set_index("clip_id"), on="clip_id")
             labelled = scored[scored["label"] != "unknown"].reset_index(drop=True)
@@ -160,6 +180,25 @@ class InlierModelCallback(OfficialScores):
                 log_figures(trainer, write_figures(labelled, embeddings, datamodule.year,
                                                    self.output_dir / "plots", self.projection))
                 log_embedding_table(trainer, labelled, embeddings)
+
+    def write_bundle(self, datamodule, pl_module: L.LightningModule, machine: str) -> Path:
+        """Everything ``asd-score`` needs for ``machine``, in ``<bundle_dir>/<machine>``."""
+        from asd_lightning.deploy import ModelBundle
+
+        amplitude = None
+        if datamodule.amplitude_norm:
+            index = datamodule.machine_names.index(machine)
+            amplitude = (float(datamodule.amplitude_mean[index]), float(datamodule.amplitude_std[index]))
+        bundle = ModelBundle(
+            machine=machine, encoder=pl_module, frontend=datamodule.frontend,
+            test_segments=dict(datamodule.test_segments), decode_options=datamodule.decode_options,
+            scorers={s: sc for (m, s), sc in self.scorers.items() if m == machine},
+            threshold=float(self.thresholds[machine]), amplitude=amplitude, year=datamodule.year,
+            config_yaml=_run_config_yaml(),
+            info={"fit_subset": self.fit_subset, "fit_domains": self.fit_domains, "per_domain": self.per_domain,
+                  "decision_quantile": self.decision_quantile},
+        )
+        return bundle.save(self.bundle_dir / machine)
 
     # -- scoring -------------------------------------------------------------------
     def fit_section(self, fit: dict[int, np.ndarray], section_fit: list[int], used: list[int],

@@ -60,6 +60,7 @@ class OfficialScores(L.Callback):
         self._ids: list[int] = []
         self._scores: list[float] = []
         self.report = None
+        self.thresholds: dict[str, float] = {}
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._ids, self._scores = [], []
@@ -90,6 +91,7 @@ class OfficialScores(L.Callback):
             thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
         test = test.drop_duplicates("clip_id").join(clips, on="clip_id")
         test["decision"] = (test["score"] > test["machine"].map(thresholds)).astype(int)
+        self.thresholds = thresholds
         labelled = test[test["label"] != "unknown"]
         if labelled.empty:
             metrics = {}

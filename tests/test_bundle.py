@@ -1,0 +1,75 @@
+"""Model bundle and asd-score: round trip, section resolution and clear errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asd_lightning.data.decode import DecodeOptions
+from asd_lightning.deploy import ModelBundle
+from asd_lightning.deploy.bundle import section_from_name
+from asd_lightning.deploy.cli import main as score_main
+from asd_lightning.features.log_mel import LogMel
+from asd_lightning.models.section_id_baseline import SectionIDBaseline
+from asd_lightning.scoring import KNNInlier
+from asd_lightning.scoring.section_scorer import SectionScorer
+from conftest import write_wav
+
+WINDOWS = {"kind": "windows", "frames": 64, "hop": 8}
+
+
+@pytest.fixture
+def bundle_dir(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    encoder = SectionIDBaseline(num_sections=2).eval()
+    rng = np.random.default_rng(0)
+    scorers = {s: SectionScorer([KNNInlier(k=1).fit(rng.normal(size=(5, 1280)))]) for s in (0, 1)}
+    bundle = ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(), test_segments=WINDOWS,
+                         decode_options=DecodeOptions(), scorers=scorers, threshold=40.0, amplitude=(0.0, 0.1))
+    return bundle.save(tmp_path / "bundle")
+
+
+def test_section_from_name() -> None:
+    assert section_from_name("section_02_source_test_normal_0001_a_1.wav") == 2
+    assert section_from_name("eval/section_03_0007.wav") == 3
+    assert section_from_name("normal_id_04_00000012.wav") == 4  # 2020 machine IDs
+    assert section_from_name("recording.wav") is None
+
+
+def test_round_trip_scores_with_the_saved_models(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    loaded = ModelBundle.load(bundle_dir)
+    wav = tmp_path / "rec" / "section_01_target_test_normal_0000.wav"
+    write_wav(wav, 3.0, seed=4)
+    wave = sf.read(wav, dtype="int16")[0]
+    by_hand = loaded.scorers[1]([loaded.embed(wave)])[0]
+    table = loaded.score_files([wav])
+    assert table.loc[0, "section"] == 1 and table.loc[0, "score"] == pytest.approx(by_hand)
+    assert loaded.embed(wave).shape == ((3 * 16000 // 512 + 1 - 64) // 8 + 1, 1280)
+    assert score_main(["--bundle", str(bundle_dir), str(wav), "--out", str(tmp_path / "s.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "section_01_target_test_normal_0000.wav" in out and "scored in" in out
+    assert (tmp_path / "s.csv").read_text().startswith("file,section,score,decision")
+
+
+def test_bad_inputs_are_clear_errors(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+    plain, short = tmp_path / "recording.wav", tmp_path / "section_00_short.wav"
+    write_wav(plain, 3.0)
+    write_wav(short, 0.5)
+    assert score_main(["--bundle", str(bundle_dir), str(plain)]) == 2
+    assert "recording.wav: no section_XX in the file name; pass --section" in capsys.readouterr().err
+    assert score_main(["--bundle", str(bundle_dir), str(plain), "--section", "7"]) == 2
+    assert "section 07 is not in this bundle (sections [0, 1])" in capsys.readouterr().err
+    assert score_main(["--bundle", str(bundle_dir), str(short)]) == 2
+    assert "section_00_short.wav: too short to score" in capsys.readouterr().err
+    loud = tmp_path / "section_00_44k.wav"
+    sf.write(loud, np.zeros(44100, dtype=np.int16), 44100, subtype="PCM_16")
+    assert score_main(["--bundle", str(bundle_dir), str(loud)]) == 2
+    assert "section_00_44k.wav: sample rate is 44100 Hz, expected 16000 Hz" in capsys.readouterr().err
+    assert score_main(["--bundle", str(tmp_path), str(plain)]) == 2
+    assert "not a model bundle folder" in capsys.readouterr().err
+    assert score_main(["--bundle", str(bundle_dir), str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such file or folder" in capsys.readouterr().err
