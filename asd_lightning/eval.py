@@ -12,14 +12,15 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
-from asd_lightning.train import config_dir, train
+from asd_lightning.train import hydra_main, train
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Check ``cfg.ckpt_path`` and run the test loop on it; returns the logged metrics."""
+    if not cfg.get("ckpt_path"):
+        raise ValueError("asd-eval needs the checkpoint to score: ckpt_path=<run>/checkpoints/last.ckpt")
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
@@ -30,15 +31,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     return train(cfg)
 
 
-def _run(cfg: DictConfig) -> float | None:
-    metrics = evaluate_checkpoint(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
-
-
 def main() -> float | None:
-    """Console entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    return hydra.main(version_base="1.3", config_path=config_dir(), config_name="eval.yaml")(_run)()
+    """Console entry point of ``asd-eval``."""
+    return hydra_main(evaluate_checkpoint, "eval.yaml")
 
 
 if __name__ == "__main__":

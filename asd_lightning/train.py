@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import lightning as L
@@ -66,15 +66,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in metrics.items()}
 
 
-def _run(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+def hydra_main(job: Callable[[DictConfig], dict[str, float]], config_name: str) -> float | None:
+    """Run ``job`` under Hydra with ``conf/<config_name>``; returns ``cfg.optimized_metric`` of
+    the job's metrics, for sweepers (Optuna)."""
+
+    def run(cfg: DictConfig) -> float | None:
+        metrics = job(cfg)
+        name = cfg.get("optimized_metric")
+        return metrics.get(name) if name else None
+
+    return hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(run)()
 
 
 def main() -> float | None:
-    """Console entry point; returns ``cfg.optimized_metric`` of the job for sweepers (Optuna)."""
-    return hydra.main(version_base="1.3", config_path=config_dir(), config_name="train.yaml")(_run)()
+    """Console entry point of ``asd-train``."""
+    return hydra_main(train, "train.yaml")
 
 
 if __name__ == "__main__":

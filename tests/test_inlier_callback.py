@@ -136,6 +136,8 @@ def test_asd_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:
     cfg = compose_train([f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "eval", config_name="eval.yaml")
     with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
         evaluate_checkpoint(cfg)
+    with pytest.raises(ValueError, match="asd-eval needs the checkpoint to score: ckpt_path="):
+        evaluate_checkpoint(compose_train([], tmp_path / "eval", config_name="eval.yaml"))
 
 
 def test_figures_and_embedding_table_reach_wandb(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
