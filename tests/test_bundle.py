@@ -23,13 +23,17 @@ WINDOWS = {"kind": "windows", "frames": 64, "hop": 8}
 
 
 @pytest.fixture
-def bundle_dir(tmp_path: Path) -> Path:
+def bundle() -> ModelBundle:
     torch.manual_seed(0)
     encoder = SectionIDBaseline(num_sections=2).eval()
     rng = np.random.default_rng(0)
     scorers = {s: SectionScorer([KNNInlier(k=1).fit(rng.normal(size=(5, 1280)))]) for s in (0, 1)}
-    bundle = ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(), test_segments=WINDOWS,
-                         decode_options=DecodeOptions(), scorers=scorers, threshold=40.0, amplitude=(0.0, 0.1))
+    return ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(), test_segments=WINDOWS,
+                       decode_options=DecodeOptions(), scorers=scorers, threshold=40.0, amplitude=(0.0, 0.1))
+
+
+@pytest.fixture
+def bundle_dir(bundle: ModelBundle, tmp_path: Path) -> Path:
     return bundle.save(tmp_path / "bundle")
 
 
@@ -40,12 +44,13 @@ def test_section_from_name() -> None:
     assert section_from_name("recording.wav") is None
 
 
-def test_round_trip_scores_with_the_saved_models(bundle_dir: Path, tmp_path: Path, capsys) -> None:
+def test_round_trip_scores_with_the_saved_models(bundle: ModelBundle, bundle_dir: Path, tmp_path: Path,
+                                                 capsys) -> None:
     loaded = ModelBundle.load(bundle_dir)
     wav = tmp_path / "rec" / "section_01_target_test_normal_0000.wav"
     write_wav(wav, 3.0, seed=4)
     wave = sf.read(wav, dtype="int16")[0]
-    by_hand = loaded.scorers[1]([loaded.embed(wave)])[0]
+    by_hand = bundle.scorers[1]([bundle.embed(wave)])[0]  # the bundle before saving
     table = loaded.score_files([wav])
     assert table.loc[0, "section"] == 1 and table.loc[0, "score"] == pytest.approx(by_hand)
     assert loaded.embed(wave).shape == ((3 * 16000 // 512 + 1 - 64) // 8 + 1, 1280)

@@ -46,6 +46,19 @@ def test_clip_mean_embedding_1nn_by_hand() -> None:
     assert scores(fit) == pytest.approx([2.0, 2.0, 3.0, 3.0])
 
 
+def test_fit_scores_cross_fitted_in_folds_of_whole_clips() -> None:
+    # clip means 0, 2, 10, 13; k=2. Two folds, clips {0, 2} and {1, 3}, each scored by the other
+    # fold's model: 0 → (2, 13); 2 → (0, 10); 10 → (2, 13); 13 → (0, 10)
+    two = InlierModelCallback(model=lambda: KNNInlier(k=2), threshold_folds=2)
+    assert scores(two.score(clip_table(), TEST, FIT)[1]) == pytest.approx([7.5, 5.0, 5.5, 8.0])
+    # five folds on four clips = leave one clip out: 0 → (2, 10); 2 → (0, 10); 10 → (13, 2); 13 → (10, 2)
+    loo = InlierModelCallback(model=lambda: KNNInlier(k=2))
+    assert scores(loo.score(clip_table(), TEST, FIT)[1]) == pytest.approx([6.0, 5.0, 5.5, 7.0])
+    # one fold = in-sample: a 1-NN fit clip finds itself
+    one = InlierModelCallback(model=lambda: KNNInlier(k=1), threshold_folds=1)
+    assert scores(one.score(clip_table(), TEST, FIT)[1]) == pytest.approx([0.0, 0.0, 0.0, 0.0])
+
+
 def test_fit_subset_domains_and_per_domain_minimum() -> None:
     held_out = InlierModelCallback(model=lambda: KNNInlier(k=1), fit_subset="val")
     test, fit = held_out.score(clip_table(), TEST, FIT)
@@ -61,9 +74,11 @@ def test_fit_subset_domains_and_per_domain_minimum() -> None:
 
 def test_segment_scores_aggregated_per_clip_and_zscore() -> None:
     cb = InlierModelCallback(model=lambda: KNNInlier(k=1), aggregation="max")
-    test, _ = cb.score(clip_table(), TEST, FIT)
+    test, fit = cb.score(clip_table(), TEST, FIT)
     # segments 1 → 0 is 1 away, 5 → 2 is 3 away: max 3; 11, 11 → 10 or 12: 1
     assert scores(test) == pytest.approx([3.0, 1.0])
+    # a fit clip leaves with all its windows: 0,0 → 2; 2,2 → 0; 10,10 → 12; 12 → 10 and 14 → 10: max 4
+    assert scores(fit) == pytest.approx([2.0, 2.0, 2.0, 4.0])
     z = InlierModelCallback(model=lambda: KNNInlier(k=1), zscore=True)
     test, fit = z.score(clip_table(), TEST, FIT)
     raw = np.array([2.0, 2.0, 3.0, 3.0])
@@ -78,6 +93,8 @@ def test_settings_are_checked() -> None:
         InlierModelCallback(aggregation="sum")
     with pytest.raises(ValueError, match="fit_domains"):
         InlierModelCallback(fit_domains=["elsewhere"])
+    with pytest.raises(ValueError, match="threshold_folds"):
+        InlierModelCallback(threshold_folds=0)
     cb = InlierModelCallback(fit_subset="val", fit_domains=["source"])
     with pytest.raises(ValueError, match="fan section 00: no val clips"):
         cb.score(clip_table(), TEST, FIT)

@@ -36,8 +36,7 @@ def test_knn_mean_distance_by_hand() -> None:
     cosine = KNNInlier(k=1, metric="cosine").fit(np.array([[1.0, 0.0]])).score(np.array([[1.0, 1.0], [0.0, 2.0]]))
     assert cosine.tolist() == pytest.approx([1 - 1 / math.sqrt(2), 1.0])
     assert KNNInlier(k=1).fit(torch.tensor(bank)).score(torch.tensor(test)).tolist() == pytest.approx([0.0, 3.0])
-    # training scores leave each point out: nearest others of (0,0), (3,0), (0,4) are 3, 3, 4
-    assert KNNInlier(k=1, chunk=2).fit(bank).score_training().tolist() == pytest.approx([3.0, 3.0, 4.0])
+    assert KNNInlier(k=1, chunk=1).fit(bank).score(test).tolist() == pytest.approx([0.0, 3.0])  # chunked
 
 
 def test_gmm_is_the_negative_gaussian_log_likelihood() -> None:
@@ -48,7 +47,6 @@ def test_gmm_is_the_negative_gaussian_log_likelihood() -> None:
     mean, std = train.mean(0), train.std(0)
     expected = -(-0.5 * ((test - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi))).sum(1)
     assert scores.tolist() == pytest.approx(expected.tolist(), rel=1e-4)
-    assert GMMInlier(n_components=1).fit(train).score_training().shape == (4000,)
     with pytest.raises(ValueError, match="at least as many"):
         GMMInlier(n_components=8).fit(train[:4])
 
@@ -59,8 +57,6 @@ def test_lof_flags_the_isolated_point() -> None:
     assert scores[0] == pytest.approx(1.0, abs=0.15) and scores[1] < 1.5
     assert scores[2] > 5.0
     assert LOFInlier(n_neighbors=50).fit(grid[:3]).model.n_neighbors_ == 2  # capped at N - 1
-    training = LOFInlier(n_neighbors=5).fit(np.vstack([grid, [[20.0, 20.0]]])).score_training()
-    assert training.argmax() == len(grid) and training[:-1].max() < 2.0
 
 
 def test_bad_embeddings_are_clear_errors() -> None:

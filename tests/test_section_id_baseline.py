@@ -53,3 +53,7 @@ def test_sections_from_the_data_and_checkpoint_reload(tmp_path: Path) -> None:
     assert model.hparams.num_sections == 6 and model.net.classifier[-1].out_features == 6
     with pytest.raises(ValueError, match="no optimizer"):  # loaded to score, not to train
         model.configure_optimizers()
+    # testing it on data with other section classes is a clear error, not a size mismatch
+    other = SectionIDBaseline(num_sections=4)
+    with pytest.raises(ValueError, match="classifies 6 sections but the data has 4"):
+        other.on_load_checkpoint(torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False))

@@ -9,7 +9,7 @@ last checkpoint that ``trainer.test`` loaded), the callback
    as DG-Mix does),
 3. scores the test segments, optionally z-scores per section, aggregates per clip, and
 4. hands the clip scores to :class:`OfficialScores` (decision thresholds from the fit clips'
-   own scores, submission CSVs, the official table, metrics to every logger), and
+   scores, cross-fitted by clip so that no clip scores against itself, submission CSVs, the official table, metrics to every logger), and
 5. draws ROC curves, score histograms and a 2-D map of the test clips' embeddings
    (``plots/*.png`` beside the submission), logged as images to W&B and TensorBoard, and to
    W&B also as a table of embeddings for its projection panel.
@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from asd_lightning.callbacks.official_scores import OfficialScores, gather_objects
 from asd_lightning.metrics import plots
 from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier
-from asd_lightning.scoring.section_scorer import SectionScorer, clip_scores, embedding_rows
+from asd_lightning.scoring.section_scorer import SectionScorer, embedding_rows
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class InlierModelCallback(OfficialScores):
         aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
             scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
         zscore: standardise scores per section by the fit clips' scores.
+        threshold_folds: the fit clips' own scores (for the decision thresholds and the
+            z-score) come from models fitted without them, in this many folds of whole clips.
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
         bundle_dir: where to write one :class:`~asd_lightning.deploy.ModelBundle` per machine
             type (``<bundle_dir>/<machine>``), for ``asd-score``; None writes none.
@@ -130,7 +132,8 @@ class InlierModelCallback(OfficialScores):
 
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
-                 aggregation: str = "embedding_mean", zscore: bool = False, plots: bool = True,
+                 aggregation: str = "embedding_mean", zscore: bool = False, threshold_folds: int = 5,
+                 plots: bool = True,
                  projection: str = "pca", bundle_dir: str | Path | None = None,
                  output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
         super().__init__(output_dir, decision_quantile)
@@ -148,6 +151,9 @@ class InlierModelCallback(OfficialScores):
         self.per_domain = per_domain
         self.aggregation = aggregation
         self.zscore = zscore
+        if threshold_folds < 1:
+            raise ValueError(f"threshold_folds must be >= 1, got {threshold_folds}")
+        self.threshold_folds = threshold_folds
         self.plots = plots
         self.projection = projection
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
@@ -204,23 +210,38 @@ class InlierModelCallback(OfficialScores):
     def fit_section(self, fit: dict[int, np.ndarray], section_fit: list[int], used: list[int],
                     domain_of: dict[int, str]) -> tuple[SectionScorer, np.ndarray]:
         """Fit the section's scorer on the clips ``used``; return it and the scores of all its
-        ``section_fit`` clips (the models' own training rows scored left out)."""
+        ``section_fit`` clips, those the models were fitted on cross-fitted by clip."""
         groups = [[i for i in used if domain_of[i] == d] for d in self.fit_domains] if self.per_domain else [used]
         domains = [d for d, g in zip(self.fit_domains, groups) if g] if self.per_domain else []
         groups = [g for g in groups if g]
-        rows, owner = embedding_rows([fit[i] for i in section_fit], self.aggregation)
         fit_scores, models = [], []
         for members in groups:
-            model = self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0])
-            row_scores = model.score(rows)
-            row_scores[np.isin(np.asarray(section_fit)[owner], members)] = model.score_training()
-            fit_scores.append(clip_scores(row_scores, owner, len(section_fit), self.aggregation))
-            models.append(model)
+            models.append(self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0]))
+            scores = SectionScorer(models[-1:], self.aggregation).raw([fit[i] for i in section_fit])
+            position = {clip: j for j, clip in enumerate(section_fit)}
+            for clip, score in self.cross_fitted(fit, members).items():
+                scores[position[clip]] = score
+            fit_scores.append(scores)
         scorer = SectionScorer(models, self.aggregation, domains=domains)
         fit_clip = np.min(fit_scores, axis=0)
         if self.zscore:
             scorer.mean, scorer.std = float(fit_clip.mean()), float(fit_clip.std() or 1.0)
         return scorer, (fit_clip - scorer.mean) / scorer.std
+
+    def cross_fitted(self, fit: dict[int, np.ndarray], members: list[int]) -> dict[int, float]:
+        """Scores of ``members`` by models fitted without them: ``threshold_folds`` folds of
+        whole clips (every window of a clip leaves together). A lone clip keeps its
+        in-sample score."""
+        folds = min(self.threshold_folds, len(members))
+        if folds < 2:
+            return {}
+        out: dict[int, float] = {}
+        for f in range(folds):
+            held = members[f::folds]
+            rest = [i for i in members if i not in set(held)]
+            model = self.model_factory().fit(embedding_rows([fit[i] for i in rest], self.aggregation)[0])
+            out.update(zip(held, SectionScorer([model], self.aggregation).raw([fit[i] for i in held])))
+        return out
 
     def score(self, clips: pd.DataFrame, test: dict[int, np.ndarray],
               fit: dict[int, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -85,6 +85,7 @@ class OfficialScores(L.Callback):
         ``fit``: scores of the training clips, for the per-machine gamma decision thresholds.
         """
         datamodule = trainer.datamodule
+        self.report = None
         clips = datamodule.clips.set_index("clip_id")
         thresholds = {}
         for machine, group in clips.loc[fit["clip_id"]].assign(score=fit["score"].to_numpy()).groupby("machine"):

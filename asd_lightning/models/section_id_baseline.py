@@ -49,6 +49,12 @@ class SectionIDBaseline(ASDMethod):
             self.hparams.num_sections = len(datamodule.section_classes)
             self._build(self.hparams.num_sections)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("num_sections")
+        if saved is not None and self.hparams.num_sections is not None and saved != self.hparams.num_sections:
+            raise ValueError(f"the checkpoint classifies {saved} sections but the data has "
+                             f"{self.hparams.num_sections}: use the machine types and sections it was trained on")
+
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.embed(features)
 

@@ -1,9 +1,7 @@
 """Inlier models: fitted on embeddings of normal clips, they score new embeddings.
 
-Every model has ``fit(x)`` (``[N, D]`` normal embeddings), ``score(x)`` (``[M, D]`` →
-``[M]``, higher = more anomalous) and ``score_training()``: the scores of its own training
-embeddings, each left out of its own neighbourhood where that matters (k-NN, LOF), e.g. for
-decision thresholds. GMM and LOF are scikit-learn's; k-NN runs in torch
+Every model has ``fit(x)`` (``[N, D]`` normal embeddings) and ``score(x)`` (``[M, D]`` →
+``[M]``, higher = more anomalous). GMM and LOF are scikit-learn's; k-NN runs in torch
 (``torch.cdist``), on the GPU when the embeddings are there.
 """
 
@@ -21,8 +19,6 @@ class InlierModel(Protocol):
     def fit(self, x) -> "InlierModel": ...
 
     def score(self, x) -> np.ndarray: ...
-
-    def score_training(self) -> np.ndarray: ...
 
 
 def _matrix(x, what: str) -> np.ndarray:
@@ -49,14 +45,10 @@ class GMMInlier:
             raise ValueError(f"GMM with {self.params['n_components']} components needs at least as many "
                              f"training embeddings, got {len(x)}")
         self.model = GaussianMixture(**self.params).fit(x)
-        self._train = x
         return self
 
     def score(self, x) -> np.ndarray:
         return -self.model.score_samples(_matrix(x, "embeddings"))
-
-    def score_training(self) -> np.ndarray:
-        return -self.model.score_samples(self._train)
 
 
 class LOFInlier:
@@ -77,9 +69,6 @@ class LOFInlier:
 
     def score(self, x) -> np.ndarray:
         return -self.model.score_samples(_matrix(x, "embeddings"))
-
-    def score_training(self) -> np.ndarray:
-        return -self.model.negative_outlier_factor_  # each point outside its own neighbourhood
 
 
 class KNNInlier:
@@ -109,16 +98,4 @@ class KNNInlier:
         x = self._prepare(x).to(self.bank.device)
         k = min(self.k, len(self.bank))
         out = [self._distances(part).topk(k, dim=1, largest=False).values.mean(dim=1) for part in x.split(self.chunk)]
-        return torch.cat(out).cpu().numpy()
-
-    def score_training(self) -> np.ndarray:
-        if len(self.bank) < 2:  # no other neighbour: the distance to itself
-            return np.zeros(len(self.bank))
-        k = min(self.k, len(self.bank) - 1)
-        out = []
-        for start in range(0, len(self.bank), self.chunk):
-            distances = self._distances(self.bank[start:start + self.chunk])
-            rows = torch.arange(len(distances), device=distances.device)
-            distances[rows, rows + start] = float("inf")  # not its own neighbour
-            out.append(distances.topk(k, dim=1, largest=False).values.mean(dim=1))
         return torch.cat(out).cpu().numpy()
