@@ -31,7 +31,7 @@ import pandas as pd
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from asd_lightning.callbacks.official_scores import OfficialScores, gather_objects
+from asd_lightning.callbacks.official_scores import OfficialScores, clip_batches, gather_objects
 from asd_lightning.metrics import plots
 from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier
 from asd_lightning.scoring.section_scorer import SectionScorer, embedding_rows
@@ -41,23 +41,12 @@ log = logging.getLogger(__name__)
 FIT_SUBSETS = ("train", "val", "fit")
 
 
-def segment_embeddings(pl_module: L.LightningModule, features: torch.Tensor) -> torch.Tensor:
-    """``[B, S, 1, M, T]`` (or ``[B, 1, M, T]``) → ``[B, S, D]`` float32 embeddings."""
-    if features.dim() == 4:
-        features = features[:, None]
-    b, s = features.shape[:2]
-    return pl_module.embed(features.flatten(0, 1)).float().view(b, s, -1)
-
-
 def embed_clips(pl_module: L.LightningModule, datamodule, subset: str) -> dict[int, np.ndarray]:
     """``clip_id`` → ``[S, D]`` segment embeddings of the target machines' clips of ``subset``."""
     out: dict[int, np.ndarray] = {}
-    with torch.inference_mode():
-        for batch in datamodule.clip_dataloader(subset, targets_only=True):
-            batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            batch = datamodule.on_after_batch_transfer(batch, 0)
-            emb = segment_embeddings(pl_module, batch["features"]).cpu().numpy()
-            out.update(zip(batch["clip_id"].cpu().tolist(), emb))
+    for batch in clip_batches(pl_module, datamodule, subset):
+        emb = pl_module.segment_embeddings(batch["features"]).cpu().numpy()
+        out.update(zip(batch["clip_id"].cpu().tolist(), emb))
     return dict(gather_objects(list(out.items())))
 
 
@@ -165,7 +154,7 @@ class InlierModelCallback(OfficialScores):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         with torch.inference_mode():
-            emb = segment_embeddings(pl_module, batch["features"]).cpu().numpy()
+            emb = pl_module.segment_embeddings(batch["features"]).cpu().numpy()
         self._test.update(zip(batch["clip_id"].cpu().tolist(), emb))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

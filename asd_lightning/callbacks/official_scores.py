@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 import numpy as np
@@ -32,15 +33,21 @@ def gather_objects(items: list) -> list:
     return [item for part in gathered for item in part]
 
 
-def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.DataFrame:
-    """Run ``pl_module.clip_scores`` over the target machines' whole clips of ``subset``."""
-    ids, scores = [], []
+def clip_batches(pl_module: L.LightningModule, datamodule, subset: str) -> Iterator[dict]:
+    """Whole-clip batches of the target machines' ``subset``, on the module's device with their
+    features, under ``torch.inference_mode``."""
     with torch.inference_mode():
         for batch in datamodule.clip_dataloader(subset, targets_only=True):
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-            batch = datamodule.on_after_batch_transfer(batch, 0)
-            ids.append(batch["clip_id"].cpu())
-            scores.append(pl_module.clip_scores(batch).float().cpu())
+            yield datamodule.on_after_batch_transfer(batch, 0)
+
+
+def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.DataFrame:
+    """Run ``pl_module.clip_scores`` over the target machines' whole clips of ``subset``."""
+    ids, scores = [], []
+    for batch in clip_batches(pl_module, datamodule, subset):
+        ids.append(batch["clip_id"].cpu())
+        scores.append(pl_module.clip_scores(batch).float().cpu())
     ids = gather_objects(torch.cat(ids).tolist() if ids else [])
     scores = gather_objects(torch.cat(scores).tolist() if scores else [])
     return pd.DataFrame({"clip_id": ids, "score": scores}).drop_duplicates("clip_id")

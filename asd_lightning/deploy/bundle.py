@@ -39,7 +39,7 @@ def section_from_name(path: str | Path) -> int | None:
 @dataclass
 class ModelBundle:
     machine: str
-    encoder: torch.nn.Module               # an ASDMethod: ``embed([N, 1, M, T]) -> [N, D]``
+    encoder: torch.nn.Module               # an ASDMethod (``segment_embeddings``)
     frontend: LogMel
     test_segments: dict[str, Any]
     decode_options: DecodeOptions
@@ -97,9 +97,7 @@ class ModelBundle:
         with torch.inference_mode():
             features = segment_clips(normalize_int16(x, mean, std), self.frontend, self.test_segments,
                                      self.decode_options.sample_rate)
-            if features.dim() == 4:
-                features = features[:, None]
-            return self.encoder.embed(features.flatten(0, 1)).float().numpy()
+            return self.encoder.segment_embeddings(features)[0].numpy()
 
     def resolve_section(self, path: str | Path, section: int | None = None) -> int:
         section = section if section is not None else section_from_name(path)

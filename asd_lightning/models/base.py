@@ -43,13 +43,16 @@ class ASDMethod(L.LightningModule):
         return None
 
     # -- shared ------------------------------------------------------------------
-    def clip_embeddings(self, batch: dict) -> torch.Tensor:
-        """Mean embedding over the segments of each clip: ``[B, S, 1, M, T]`` → ``[B, D]``."""
-        features = batch["features"]
+    def segment_embeddings(self, features: torch.Tensor) -> torch.Tensor:
+        """Segmented clips ``[B, S, 1, M, T]`` (or whole ``[B, 1, M, T]``) → ``[B, S, D]`` float32."""
         if features.dim() == 4:
-            return self.embed(features)
+            features = features[:, None]
         b, s = features.shape[:2]
-        return self.embed(features.flatten(0, 1)).view(b, s, -1).mean(dim=1)
+        return self.embed(features.flatten(0, 1)).float().view(b, s, -1)
+
+    def clip_embeddings(self, batch: dict) -> torch.Tensor:
+        """Mean embedding over the segments of each clip: ``[B, D]``."""
+        return self.segment_embeddings(batch["features"]).mean(dim=1)
 
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         out = {"clip_id": batch["clip_id"]}
