@@ -72,6 +72,26 @@ def test_fit_subset_domains_and_per_domain_minimum() -> None:
     assert scores(per_domain.score(clip_table(), TEST, FIT)[0]) == pytest.approx([2.0, 1.5])
 
 
+def test_model_zscore_puts_domain_models_on_one_scale() -> None:
+    # source fit clips at 0, 1, 3 and target fit clips at 10, 14, 20 (one 1-D segment each)
+    points = {0: 0.0, 1: 1.0, 2: 3.0, 3: 10.0, 4: 14.0, 5: 20.0, 6: 2.0, 7: 16.0}
+    domains = ["source"] * 3 + ["target"] * 3 + ["source", "target"]
+    table = pd.DataFrame({"clip_id": list(points), "machine": "fan", "section": 0, "domain": domains,
+                          "subset": ["train"] * 6 + ["test"] * 2})
+    fit = {i: np.array([[points[i]]]) for i in range(6)}
+    test = {i: np.array([[points[i]]]) for i in (6, 7)}
+    plain = InlierModelCallback(model=lambda: KNNInlier(k=1), per_domain=True)
+    assert scores(plain.score(table, test, fit)[0]) == pytest.approx([1.0, 2.0])
+    # leave-one-out 1-NN distances within each domain: source 1, 1, 2; target 4, 4, 6
+    src, tgt = np.array([1.0, 1.0, 2.0]), np.array([4.0, 4.0, 6.0])
+    z = lambda d, own: (d - own.mean()) / own.std()
+    scaled = InlierModelCallback(model=lambda: KNNInlier(k=1), per_domain=True, model_zscore=True)
+    test_scores, fit_scores = scaled.score(table, test, fit)
+    # 2 is 1 from the source clips and 8 from the target ones; 16 is 13 and 2 away
+    assert scores(test_scores) == pytest.approx([min(z(1, src), z(8, tgt)), min(z(13, src), z(2, tgt))])
+    assert scores(fit_scores) == pytest.approx([z(1, src), z(1, src), z(2, src), z(4, tgt), z(4, tgt), z(6, tgt)])
+
+
 def test_segment_scores_aggregated_per_clip_and_zscore() -> None:
     cb = InlierModelCallback(model=lambda: KNNInlier(k=1), aggregation="max")
     test, fit = cb.score(clip_table(), TEST, FIT)

@@ -15,6 +15,7 @@ import soundfile as sf
 from asd_lightning.synth import (ANOMALY_KINDS, SCHEMAS, SynthConfig, ensure_synthetic_dataset,
                                  is_synthetic_dataset, read_dataset_config, section_attributes,
                                  synthesize_clips, write_synthetic_dataset)
+from asd_lightning.synth.anomalies import DriftedProfile
 from asd_lightning.synth.calibration import (calibrate, clip_features, evaluate_baseline,
                                             load_dev_features, score_sections, summarize)
 from asd_lightning.synth.cli import main
@@ -248,6 +249,21 @@ def test_anomalies_differ_from_normals(machine):
     assert _nn_distance(feats[:10], silent[16:]).mean() < 1.15 * normal
 
 
+def test_drifted_profile_moves_continuous_parameters_only():
+    base = lambda: np.random.default_rng(5)  # the same section character each time
+    ranges = [(16.0, 26.0), (0.45, 0.7), (900.0, 2800.0), (0.012, 0.025)]
+    reference = base()  # drawn in the same order as below
+    expected = [reference.uniform(lo, hi) for lo, hi in ranges]
+    expected_int = reference.integers(5, 10)
+    drifted = DriftedProfile(base(), np.random.default_rng(0), amount=0.1)
+    for (lo, hi), value in zip(ranges, expected):
+        step = abs(drifted.uniform(lo, hi) - value) / (hi - lo)
+        assert 0.05 - 1e-9 <= step <= 0.1 + 1e-9
+    assert drifted.integers(5, 10) == expected_int
+    still = DriftedProfile(base(), np.random.default_rng(0), amount=0.0)
+    assert [still.uniform(lo, hi) for lo, hi in ranges] == pytest.approx(expected)
+
+
 def test_anomalous_file_differs_from_normal_file_of_same_attributes(ds2022):
     test_dir = ds2022 / "dev_data" / "fan" / "test"
     groups = defaultdict(lambda: defaultdict(list))
@@ -349,7 +365,10 @@ def test_half_written_dataset_is_rewritten_by_the_datamodule(tmp_path):
 
 
 def check_calibration(means):
-    assert 0.62 < means["auc_source"] < 0.97
+    # Stationary spectral statistics see the drifted units well in the source domain; the
+    # pAUC and the target domain keep these hand-made detectors far from perfect.
+    assert 0.62 < means["auc_source"] < 0.985
+    assert means["pauc"] < 0.9
     assert means["auc_target"] > 0.52
     assert means["auc_source"] > means["auc_target"] + 0.05
 

@@ -111,6 +111,10 @@ class InlierModelCallback(OfficialScores):
         aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
             scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
         zscore: standardise scores per section by the fit clips' scores.
+        model_zscore: standardise each model's scores by the (cross-fitted) scores of the clips
+            it was fitted on, before the minimum: with ``per_domain`` this puts the source and
+            the target model on one scale, so a sparse target domain is not scored as anomalous
+            just for being far from its few training clips.
         threshold_folds: the fit clips' own scores (for the decision thresholds and the
             z-score) come from models fitted without them, in this many folds of whole clips.
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
@@ -121,7 +125,8 @@ class InlierModelCallback(OfficialScores):
 
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
-                 aggregation: str = "embedding_mean", zscore: bool = False, threshold_folds: int = 5,
+                 aggregation: str = "embedding_mean", zscore: bool = False, model_zscore: bool = False,
+                 threshold_folds: int = 5,
                  plots: bool = True,
                  projection: str = "pca", bundle_dir: str | Path | None = None,
                  output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
@@ -140,6 +145,7 @@ class InlierModelCallback(OfficialScores):
         self.per_domain = per_domain
         self.aggregation = aggregation
         self.zscore = zscore
+        self.model_zscore = model_zscore
         if threshold_folds < 1:
             raise ValueError(f"threshold_folds must be >= 1, got {threshold_folds}")
         self.threshold_folds = threshold_folds
@@ -191,7 +197,7 @@ class InlierModelCallback(OfficialScores):
             threshold=float(self.thresholds[machine]), amplitude=amplitude, year=datamodule.year,
             config_yaml=_run_config_yaml(),
             info={"fit_subset": self.fit_subset, "fit_domains": self.fit_domains, "per_domain": self.per_domain,
-                  "decision_quantile": self.decision_quantile},
+                  "model_zscore": self.model_zscore, "decision_quantile": self.decision_quantile},
         )
         return bundle.save(self.bundle_dir / machine)
 
@@ -203,15 +209,19 @@ class InlierModelCallback(OfficialScores):
         groups = [[i for i in used if domain_of[i] == d] for d in self.fit_domains] if self.per_domain else [used]
         domains = [d for d, g in zip(self.fit_domains, groups) if g] if self.per_domain else []
         groups = [g for g in groups if g]
-        fit_scores, models = [], []
+        fit_scores, models, model_scale = [], [], []
         for members in groups:
             models.append(self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0]))
             scores = SectionScorer(models[-1:], self.aggregation).raw([fit[i] for i in section_fit])
             position = {clip: j for j, clip in enumerate(section_fit)}
             for clip, score in self.cross_fitted(fit, members).items():
                 scores[position[clip]] = score
+            if self.model_zscore:
+                own = scores[[position[clip] for clip in members]]
+                model_scale.append((float(own.mean()), float(own.std() or 1.0)))
+                scores = (scores - model_scale[-1][0]) / model_scale[-1][1]
             fit_scores.append(scores)
-        scorer = SectionScorer(models, self.aggregation, domains=domains)
+        scorer = SectionScorer(models, self.aggregation, domains=domains, model_scale=model_scale)
         fit_clip = np.min(fit_scores, axis=0)
         if self.zscore:
             scorer.mean, scorer.std = float(fit_clip.mean()), float(fit_clip.std() or 1.0)

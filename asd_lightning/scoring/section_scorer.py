@@ -32,17 +32,21 @@ def clip_scores(row_scores: np.ndarray, owner: np.ndarray, n: int, aggregation: 
 @dataclass
 class SectionScorer:
     """Scores clips of one section: the minimum over ``models`` (one, or one per domain) of the
-    aggregated clip scores, then ``(score - mean) / std`` (identity unless z-scored)."""
+    aggregated clip scores, each first standardised by its ``model_scale`` if given, then
+    ``(score - mean) / std`` (identity unless z-scored)."""
 
     models: list[InlierModel]
     aggregation: str = "embedding_mean"
     mean: float = 0.0
     std: float = 1.0
     domains: list[str] = field(default_factory=list)  # the domain of each model, if per domain
+    model_scale: list[tuple[float, float]] = field(default_factory=list)  # (mean, std) per model
 
     def raw(self, clips: Sequence[np.ndarray]) -> np.ndarray:
         rows, owner = embedding_rows(clips, self.aggregation)
         per_model = [clip_scores(m.score(rows), owner, len(clips), self.aggregation) for m in self.models]
+        if self.model_scale:
+            per_model = [(s - mean) / std for s, (mean, std) in zip(per_model, self.model_scale)]
         return np.min(per_model, axis=0)
 
     def __call__(self, clips: Sequence[np.ndarray]) -> np.ndarray:

@@ -7,6 +7,11 @@ Kinds (mixed across the anomalous clips of a section):
 * ``modulation`` - wobbling speed (frequency modulation) and amplitude modulation
 * ``friction``   - random band-limited noise bursts (rubbing, scraping)
 
+Every anomalous clip is also a *drifted* unit (:class:`DriftedProfile`): the continuous
+parameters of its section's character (shaft speed, resonances, harmonic balance, rhythm ...)
+have moved a little, as when a part wears or breaks. A section classifier, which tells units of
+one machine type apart by exactly these parameters, is less sure of such a clip.
+
 Levels are relative to the clip's own machine sound and scale with ``strength``; each clip gets
 a random severity around it so that some anomalies are subtle and some obvious.
 """
@@ -20,6 +25,23 @@ import numpy as np
 from . import dsp
 
 ANOMALY_KINDS = ("tone", "impulses", "modulation", "friction")
+DRIFT = 0.05  # parameter drift of an anomalous unit, as a fraction of the range, per severity
+
+
+class DriftedProfile:
+    """A section's fixed character (``profile``) with every continuous parameter moved by
+    ``amount`` × its range × U(0.5, 1), up or down at random (whole numbers stay)."""
+
+    def __init__(self, profile: np.random.Generator, rng: np.random.Generator, amount: float):
+        self.profile, self.rng, self.amount = profile, rng, float(amount)
+
+    def uniform(self, low: float, high: float) -> float:
+        value = self.profile.uniform(low, high)
+        step = (high - low) * self.amount * self.rng.choice([-1.0, 1.0]) * self.rng.uniform(0.5, 1.0)
+        return float(max(value + step, 0.5 * low)) if low > 0 else float(value + step)
+
+    def integers(self, low: int, high: int) -> int:
+        return int(self.profile.integers(low, high))
 
 
 def severities(rng: np.random.Generator, n: int, strength: float) -> np.ndarray:

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "synth_config.json"
 GENERATOR_TAG = "asd_lightning.synth"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # bumped whenever the same settings give other audio
 CHUNK = 16  # clips synthesised at once; fixed so that output never depends on parallelism
 
 
