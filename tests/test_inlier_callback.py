@@ -204,3 +204,14 @@ def test_figures_and_embedding_table_reach_wandb(tmp_path: Path, monkeypatch: py
     media = sorted(p.name for p in run_dir.rglob("*") if p.is_file() and p.parent.name in ("test", "images"))
     assert any(name.startswith("roc") and name.endswith(".png") for name in media), media
     assert any(name.startswith("embeddings") and name.endswith(".table.json") for name in media), media
+
+
+def test_missing_fit_clips_fail_before_training(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=4, n_test=1, seconds=2.5)
+    cfg = compose_train([f"data.root={root}", "data.machine_types=[fan]", "data.num_workers=0", "data.val_fraction=0",
+                         f"data.cache_dir={tmp_path / 'cache'}", "logger=none", "trainer.accelerator=cpu",
+                         "experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks.inlier.fit_subset=val",
+                         "trainer.max_epochs=1"], tmp_path / "run")
+    with pytest.raises(ValueError, match="fan section 00: no val clips"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # nothing was trained

@@ -154,6 +154,27 @@ class InlierModelCallback(OfficialScores):
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self._test: dict[int, np.ndarray] = {}
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Fail before training, not after it, when a section has nothing to fit on."""
+        datamodule = trainer.datamodule
+        clips = getattr(datamodule, "clips", None)
+        if clips is not None and hasattr(datamodule, "machine_types"):
+            self.check_fit_clips(clips[clips["machine"].isin(datamodule.machine_types)])
+
+    def _fit_subsets(self) -> tuple[str, ...]:
+        return ("train", "val") if self.fit_subset == "fit" else (self.fit_subset,)
+
+    def _no_fit_clips(self, machine: str, section: int) -> ValueError:
+        return ValueError(f"{machine} section {section:02d}: no {self.fit_subset} clips of domain(s) "
+                          f"{self.fit_domains} to fit the inlier model on")
+
+    def check_fit_clips(self, clips: pd.DataFrame) -> None:
+        """Raise unless every section with test clips has clips to fit its model on."""
+        usable = clips["subset"].isin(self._fit_subsets()) & clips["domain"].isin(self.fit_domains)
+        for (machine, section), group in clips.groupby(["machine", "section"]):
+            if (group["subset"] == "test").any() and not usable[group.index].any():
+                raise self._no_fit_clips(machine, int(section))
+
     # -- collect test embeddings in the test loop ----------------------------------
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._test = {}
@@ -161,6 +182,8 @@ class InlierModelCallback(OfficialScores):
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         with torch.inference_mode():
             emb = pl_module.segment_embeddings(batch["features"]).cpu().numpy()
+        if self.aggregation == "embedding_mean":  # all that is scored: gather less across ranks
+            emb = emb.mean(axis=1, keepdims=True)
         self._test.update(zip(batch["clip_id"].cpu().tolist(), emb))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -250,7 +273,7 @@ class InlierModelCallback(OfficialScores):
         The fitted scorers stay in ``self.scorers`` (``(machine, section)`` → scorer).
         """
         table = clips.set_index("clip_id")
-        subsets = ("train", "val") if self.fit_subset == "fit" else (self.fit_subset,)
+        subsets = self._fit_subsets()
         ids = np.concatenate([np.array(sorted(fit), dtype=np.int64), np.array(sorted(test), dtype=np.int64)])
         self.scorers: dict[tuple[str, int], SectionScorer] = {}
         test_parts, fit_parts = [], []
@@ -259,8 +282,7 @@ class InlierModelCallback(OfficialScores):
             section_test = [i for i in group.index if i in test]
             used = [i for i in section_fit if group.at[i, "subset"] in subsets and group.at[i, "domain"] in self.fit_domains]
             if not used:
-                raise ValueError(f"{machine} section {section:02d}: no {self.fit_subset} clips of domain(s) "
-                                 f"{self.fit_domains} to fit the inlier model on")
+                raise self._no_fit_clips(machine, int(section))
             scorer, fit_clip = self.fit_section(fit, section_fit, used, group["domain"].to_dict())
             self.scorers[(machine, int(section))] = scorer
             if section_test:
