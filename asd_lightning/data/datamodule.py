@@ -25,7 +25,7 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader, DistributedSampler, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
 from asd_lightning.data.clip_index import build_clip_index
@@ -296,13 +296,19 @@ class DCASEDataModule(L.LightningDataModule):
         if self.sampler == "target_vs_outliers":
             is_target = self.table.meta["is_target"].numpy()[rows]
             return self._crop_loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
-        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=len(rows) > self.batch_size)
+        drop_last = len(rows) > self.batch_size
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if world > 1:  # the trainer leaves sharding to us (use_distributed_sampler: false)
+            sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=drop_last)
+            return self._crop_loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last)
+        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader | list:
         rows = self.rows("val")
         if len(rows) == 0:
             return []
         dataset = CropDataset(self.table, rows, self.crop_samples, random=False, seed=self.seed)
+        # not sharded: under DDP every rank sees every validation crop, so the synced loss is exact
         return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=False)
 
     def clip_dataloader(self, subset: str = "test", targets_only: bool = False) -> DataLoader:
