@@ -36,6 +36,14 @@ def test_clip_score_is_the_mean_over_windows() -> None:
     p = logits.softmax(-1)[0, 2]
     assert per_window[1, 2].item() == pytest.approx(math.log((1 - p.item()) / p.item()), rel=1e-4)
     assert model.embed(features[0]).shape == (4, 1280)
+    # the test step: own scores, or (inlier callback) the window embeddings, computed once
+    batch = {"features": features, "section": section, "clip_id": torch.tensor([7, 8])}
+    with torch.no_grad():
+        assert model.test_step(batch, 0)["score"].tolist() == pytest.approx(clip.tolist(), rel=1e-6)
+        model.score_by_embeddings = True
+        out = model.test_step(batch, 0)
+    assert "score" not in out and out["segment_embeddings"].shape == (2, 4, 1280)
+    assert torch.allclose(out["segment_embeddings"][1], model.embed(features[1]), atol=1e-5)
 
 
 def test_sections_from_the_data_and_checkpoint_reload(tmp_path: Path) -> None:

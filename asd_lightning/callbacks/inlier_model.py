@@ -176,12 +176,21 @@ class InlierModelCallback(OfficialScores):
                 raise self._no_fit_clips(machine, int(section))
 
     # -- collect test embeddings in the test loop ----------------------------------
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.score_by_embeddings = True  # the test step returns embeddings, not its own scores
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.score_by_embeddings = False
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._test = {}
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        with torch.inference_mode():
-            emb = pl_module.segment_embeddings(batch["features"]).cpu().numpy()
+        emb = (outputs or {}).get("segment_embeddings")
+        if emb is None:
+            with torch.inference_mode():
+                emb = pl_module.segment_embeddings(batch["features"])
+        emb = emb.float().cpu().numpy()
         if self.aggregation == "embedding_mean":  # all that is scored: gather less across ranks
             emb = emb.mean(axis=1, keepdims=True)
         self._test.update(zip(batch["clip_id"].cpu().tolist(), emb))

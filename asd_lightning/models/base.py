@@ -32,6 +32,7 @@ class ASDMethod(L.LightningModule):
         super().__init__()
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.score_by_embeddings = False  # set by InlierModelCallback while it tests
 
     # -- to implement -------------------------------------------------------------
     def embed(self, features: torch.Tensor) -> torch.Tensor:
@@ -50,17 +51,15 @@ class ASDMethod(L.LightningModule):
         b, s = features.shape[:2]
         return self.embed(features.flatten(0, 1)).float().view(b, s, -1)
 
-    def clip_embeddings(self, batch: dict) -> torch.Tensor:
-        """Mean embedding over the segments of each clip: ``[B, D]``."""
-        return self.segment_embeddings(batch["features"]).mean(dim=1)
-
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``clip_id`` plus the clip ``score`` of methods that score directly, else (or when an
+        inlier model scores, ``score_by_embeddings``) the ``segment_embeddings`` ``[B, S, D]``."""
         out = {"clip_id": batch["clip_id"]}
-        scores = self.clip_scores(batch)
+        scores = None if self.score_by_embeddings else self.clip_scores(batch)
         if scores is not None:
             out["score"] = scores.float()
         else:
-            out["embedding"] = self.clip_embeddings(batch).float()
+            out["segment_embeddings"] = self.segment_embeddings(batch["features"])
         return out
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
