@@ -133,13 +133,20 @@ def _validate(df: pd.DataFrame, year: int) -> pd.DataFrame:
     return out
 
 
+def domain_clips(domain: np.ndarray, label: np.ndarray, dom: str, year: int) -> np.ndarray:
+    """Mask of the clips of one section that its AUC for domain ``dom`` counts: 2022 and
+    later, that domain's normals plus all anomalies of the section; 2021, that domain's clips."""
+    in_domain = np.asarray(domain) == dom
+    return in_domain | (np.asarray(label) == 1) if scheme(year) == 2022 else in_domain
+
+
 def _section_row(group: pd.DataFrame, year: int, key: dict) -> dict[str, float]:
     y, s = group["label"].to_numpy(), group["score"].to_numpy()
     row: dict[str, float] = {}
     if scheme(year) == 2022:
         domain = group["domain"].to_numpy()
         for dom in ("source", "target"):
-            subset = (domain == dom) | (y == 1)  # this domain's normals + ALL anomalies of the section
+            subset = domain_clips(domain, y, dom, year)  # this domain's normals + ALL anomalies
             what = f"{dom} normals + all anomalies"
             row[f"auc_{dom}"] = _auc(y[subset], s[subset], key, what)
             row[f"pauc_{dom}"] = _auc(y[subset], s[subset], key, what, MAX_FPR)

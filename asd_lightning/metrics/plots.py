@@ -21,7 +21,7 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.manifold import TSNE  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
-from asd_lightning.metrics.official import scheme  # noqa: E402
+from asd_lightning.metrics.official import domain_clips  # noqa: E402
 
 
 def _grid(n: int, size: float = 3.2):
@@ -45,8 +45,7 @@ def roc_curves(scored: pd.DataFrame, year: int) -> plt.Figure:
     for ax, ((machine, section), group) in zip(axes, groups):
         anomaly = _anomalous(group)
         for domain in ("source", "target"):
-            in_domain = (group["domain"] == domain).to_numpy()
-            keep = in_domain | anomaly if scheme(year) >= 2022 else in_domain
+            keep = domain_clips(group["domain"].to_numpy(), anomaly, domain, year)
             if keep.sum() and 0 < anomaly[keep].sum() < keep.sum():
                 fpr, tpr, _ = roc_curve(anomaly[keep], group["score"].to_numpy()[keep])
                 ax.plot(fpr, tpr, label=domain)
