@@ -44,6 +44,23 @@ class ASDMethod(L.LightningModule):
         return None
 
     # -- shared ------------------------------------------------------------------
+    def section_count(self) -> int:
+        """``hparams.num_sections``, else the datamodule's number of section classes (then
+        stored in the hyperparameters, so a checkpoint loads without the data)."""
+        if self.hparams.get("num_sections") is None:
+            datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
+            if datamodule is None or not getattr(datamodule, "section_classes", None):
+                raise ValueError(f"{type(self).__name__} needs num_sections, or a datamodule with section_classes")
+            self.hparams.num_sections = len(datamodule.section_classes)
+        return int(self.hparams.num_sections)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {}).get("num_sections")
+        mine = self.hparams.get("num_sections")
+        if saved is not None and mine is not None and saved != mine:
+            raise ValueError(f"the checkpoint classifies {saved} sections but the data has {mine}: "
+                             "use the machine types and sections it was trained on")
+
     def segment_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """Segmented clips ``[B, S, 1, M, T]`` (or whole ``[B, 1, M, T]``) → ``[B, S, D]`` float32."""
         if features.dim() == 4:

@@ -43,17 +43,7 @@ class SectionIDBaseline(ASDMethod):
 
     def configure_model(self) -> None:
         if self.net is None:
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if datamodule is None or not getattr(datamodule, "section_classes", None):
-                raise ValueError("SectionIDBaseline needs num_sections, or a datamodule with section_classes")
-            self.hparams.num_sections = len(datamodule.section_classes)
-            self._build(self.hparams.num_sections)
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("num_sections")
-        if saved is not None and self.hparams.num_sections is not None and saved != self.hparams.num_sections:
-            raise ValueError(f"the checkpoint classifies {saved} sections but the data has "
-                             f"{self.hparams.num_sections}: use the machine types and sections it was trained on")
+            self._build(self.section_count())
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.embed(features)

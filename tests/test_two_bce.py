@@ -1,0 +1,137 @@
+"""TwoBCEOutlierExposure: the loss terms by hand, mixup, gradients, and a tiny run end to end."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from asd_lightning.metrics import read_submission
+from asd_lightning.models.components.efficientnet_embedding import EfficientNetEmbedding
+from asd_lightning.models.two_bce import TwoBCEOutlierExposure, machine_loss, mix, product_loss
+from asd_lightning.train import train
+from conftest import make_2022
+from test_train import compose_train
+
+
+def bce(x: float, y: float) -> float:
+    """-(y log σ(x) + (1 - y) log(1 - σ(x)))"""
+    s = 1 / (1 + math.exp(-x))
+    return -(y * math.log(s) + (1 - y) * math.log(1 - s))
+
+
+def test_machine_loss_with_a_mixed_label() -> None:
+    got = machine_loss(torch.tensor([0.0, 2.0]), torch.tensor([1.0, 0.25]))
+    assert got.item() == pytest.approx((bce(0, 1) + bce(2, 0.25)) / 2, rel=1e-6)
+
+
+def test_product_loss_target_only_or_zero_targets_for_outliers() -> None:
+    logits = torch.tensor([[0.0, 0.0], [1.0, -1.0], [3.0, 3.0]])
+    targets = torch.tensor([[1.0, 0.0], [0.5, 0.0], [0.0, 0.0]])  # a target, a half-mixed one, an outlier
+    rows = [bce(0, 1) + bce(0, 0), bce(1, 0.5) + bce(-1, 0), 2 * bce(3, 0)]
+    t = torch.tensor([1.0, 0.5, 0.0])
+    # eq. 1: weighted by t, normalised by K * sum(t)
+    assert product_loss(logits, targets, t).item() == pytest.approx((rows[0] + 0.5 * rows[1]) / (2 * 1.5), rel=1e-6)
+    # "zeros": every sample counts, the outlier against all-zero targets
+    assert product_loss(logits, targets, torch.ones(3)).item() == pytest.approx(sum(rows) / 6, rel=1e-6)
+    assert product_loss(logits, targets, torch.zeros(3)).item() == 0.0
+
+
+def tiny_model(**kwargs) -> TwoBCEOutlierExposure:
+    encoder = EfficientNetEmbedding(model_name="efficientnet_b0", embedding_dim=16)
+    return TwoBCEOutlierExposure(encoder, num_sections=3, **kwargs)
+
+
+def test_mixup_mixes_inputs_and_both_labels_alike() -> None:
+    assert mix(torch.tensor([[1.0], [3.0]]), torch.tensor([1, 0]), torch.tensor([0.25, 1.0])).tolist() == [[2.5], [3.0]]
+    torch.manual_seed(0)
+    model = tiny_model(mixup_on="features")
+    n = 6
+    a = torch.arange(n, dtype=torch.float32)
+    b = a ** 2  # two pixels per sample, (a_i, a_i²): a mix identifies its partner and λ
+    features = torch.zeros(n, 1, 2, 2)
+    features[:, 0, 0, 0], features[:, 0, 1, 1] = a, b
+    batch = {"features": features, "is_target": torch.tensor([1, 1, 1, 0, 0, 0]),
+             "section": torch.tensor([0, 1, 2, -1, -1, -1])}
+    mixed, t, y = model.mixed_batch(batch)
+    t0, y0 = model.targets(batch)
+    assert y0[3:].sum() == 0 and y0[:3].tolist() == torch.eye(3).tolist()
+    for i in range(n):
+        ma, mb = mixed[i, 0, 0, 0], mixed[i, 0, 1, 1]
+        fits = []
+        for p in range(n):
+            lam = 1.0 if p == i else ((ma - a[p]) / (a[i] - a[p])).item()
+            if torch.isclose(lam * b[i] + (1 - lam) * b[p], mb, atol=1e-4) and -1e-6 <= lam <= 1 + 1e-6:
+                fits.append((p, lam))
+        assert fits, f"sample {i} is not a mix of two samples"
+        p, lam = fits[0]
+        assert t[i].item() == pytest.approx(lam * t0[i].item() + (1 - lam) * t0[p].item(), abs=1e-4)
+        assert torch.allclose(y[i], lam * y0[i] + (1 - lam) * y0[p], atol=1e-4)
+    assert not torch.equal(mixed, features)  # something was mixed
+
+
+def test_mixup_probability_schedule_and_switch_off() -> None:
+    model = tiny_model(mixup_prob=1.0, mixup_prob_end=0.2)
+    model._trainer = SimpleNamespace(global_step=50, estimated_stepping_batches=100)
+    assert model.mixup_probability() == pytest.approx(0.6)
+    model._trainer = SimpleNamespace(global_step=100, estimated_stepping_batches=100)
+    assert model.mixup_probability() == pytest.approx(0.2)
+    off = tiny_model(mixup_prob=0.0)
+    batch = {"features": torch.randn(4, 1, 8, 8), "is_target": torch.tensor([1, 0, 1, 0]),
+             "section": torch.tensor([0, -1, 2, -1])}
+    features, t, _ = off.mixed_batch(batch)
+    assert features is batch["features"] and t.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_norm_head_gradient_reaches_the_encoder_and_settings_are_checked() -> None:
+    model = tiny_model(product_weight=0.0)  # the machine-type BCE on ‖e‖² alone
+    features = torch.randn(4, 1, 32, 32)
+    losses = model.loss(features, torch.tensor([1.0, 0.0, 1.0, 0.0]), torch.zeros(4, 3))
+    losses["loss"].backward()
+    assert losses["loss"].item() == pytest.approx(losses["machine"].item())
+    assert model.g_affine.weight.grad.abs().item() > 0
+    grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum().item() for g in grads) > 0
+    assert model.g_product.weight.grad is None or model.g_product.weight.grad.abs().sum() == 0
+    with pytest.raises(ValueError, match="outlier_product_targets"):
+        tiny_model(outlier_product_targets="drop")
+    with pytest.raises(ValueError, match="mixup_prob"):
+        tiny_model(mixup_prob=1.5)
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        EfficientNetEmbedding(checkpoint_path="/nowhere.pth")
+
+
+def test_score_without_inlier_model_is_one_minus_section_probability() -> None:
+    model = tiny_model().eval()
+    features = torch.randn(2, 3, 1, 32, 32)
+    with torch.no_grad():
+        scores = model.clip_scores({"features": features, "section": torch.tensor([2, 0])})
+        _, logits = model.heads(model.embed(features[0]))
+    assert scores[0].item() == pytest.approx(1 - logits[:, 2].sigmoid().mean().item(), rel=1e-5)
+
+
+TINY = ["data.features.n_mels=32", "data.features.n_fft=512", "data.features.hop_length=256", "data.train_crop.seconds=0.5",
+        "data.test_segments.seconds=0.5", "data.test_segments.num=3", "model.encoder.model_name=efficientnet_b0",
+        "model.encoder.embedding_dim=16", "data.batch_size=8", "trainer.max_epochs=1"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["two_bce/fan", "two_bce_wo_inlier"])
+def test_two_bce_end_to_end(experiment: str, tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=8, n_test=2, seconds=1.5)
+    cfg = compose_train([f"experiment={experiment}", f"data.root={root}", "data.machine_types=[fan]",
+                         "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv",
+                         "trainer.accelerator=cpu", "callbacks.inlier.model.n_components=1"
+                         if experiment == "two_bce/fan" else "tags=[tiny]", *TINY], tmp_path / "run")
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test/official_score"] <= 1.0 and np.isfinite(metrics["val/loss"])
+    scores = read_submission(tmp_path / "run" / "submission", 2022)
+    assert set(scores["machine"]) == {"fan"} and len(scores) == 2 * 2 * 2 * 2 and np.isfinite(scores["score"]).all()
+    if experiment == "two_bce_wo_inlier":
+        assert scores["score"].between(0, 1).all()  # one minus a probability
+    else:
+        assert (tmp_path / "run" / "bundle" / "fan" / "bundle.pt").is_file()
