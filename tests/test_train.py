@@ -33,11 +33,30 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
     return cfg
 
 
-@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+@pytest.mark.parametrize("experiment", sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+                                               for p in (CONF / "experiment").rglob("*.yaml")))
 @pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
 def test_every_experiment_composes_with_every_dataset(experiment: str, data: str, tmp_path: Path) -> None:
     cfg = compose_train([f"experiment={experiment}", f"data={data}", "logger=csv"], tmp_path)
     assert cfg.model._target_ and cfg.data._target_ and cfg.data.features.n_mels > 0
+
+
+def test_two_bce_machine_configs_follow_table_i(tmp_path: Path) -> None:
+    table = {  # Kuroyanagi et al. 2022, Table I: LR, batch size, λ, inlier model, its size p
+        "fan": (0.001, 32, 0.1, "GMMInlier", 16), "gearbox": (0.001, 128, 10.0, "GMMInlier", 64),
+        "pump": (0.001, 128, 10.0, "GMMInlier", 2), "valve": (0.0005, 128, 10.0, "GMMInlier", 32),
+        "slider": (0.001, 128, 10.0, "GMMInlier", 2), "ToyCar": (0.001, 128, 10.0, "LOFInlier", 16),
+        "ToyTrain": (0.0005, 32, 0.1, "LOFInlier", 8)}
+    for machine, (lr, batch, lam, inlier, p) in table.items():
+        cfg = compose_train([f"experiment=two_bce/{machine}", "data=dcase2021"], tmp_path)
+        assert list(cfg.data.machine_types) == [machine] and cfg.data.batch_size == batch
+        assert (cfg.model.optimizer.lr, cfg.model.product_weight) == (lr, lam)
+        model = cfg.callbacks.inlier.model
+        assert model._target_.endswith(inlier)
+        assert model.get("n_components", model.get("n_neighbors")) == p
+        assert cfg.callbacks.inlier.aggregation == ("mean_above_median" if inlier == "GMMInlier" else "mean")
+        assert (cfg.data.sampler, cfg.data.outlier_machine_types, cfg.trainer.max_epochs) == ("target_vs_outliers", "all", 300)
+        assert cfg.callbacks.inlier.fit_subset == "val"
 
 
 def test_frontend_presets_follow_the_papers(tmp_path: Path) -> None:
