@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "data_pipeline.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "data_pipeline.py"
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("asd_benchmark_data_pipeline", SCRIPT)
+def load_benchmark(script: Path = SCRIPT):
+    spec = importlib.util.spec_from_file_location(f"asd_benchmark_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -47,3 +48,18 @@ def test_quick_benchmark_writes_positive_throughputs(tmp_path: Path) -> None:
     assert goal["threshold"] == 20.0
     assert goal["met"] == (goal["speedup_best_b_vs_best_a"] >= 20.0)
     assert returned["throughput_clips_per_second"] == results["throughput_clips_per_second"]
+
+
+@pytest.mark.slow
+def test_quick_train_throughput_compares_model_only_and_full_step(tmp_path: Path) -> None:
+    bench = load_benchmark(BENCHMARKS / "train_throughput.py")
+    out = tmp_path / "throughput.json"
+    results = bench.main(["--quick", "--experiment", "two_bce", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    rates = results["samples_per_second"]
+    assert rates["model_only"] > 0 and rates["full_step"] > 0
+    assert results["ratio_full_to_model_only"] == pytest.approx(rates["full_step"] / rates["model_only"])
+    assert results["batch_shape"] == [8, 1, 32, 32]  # the quick settings' batch of 0.5 s crops, 32 mels
+    per_epoch = results["estimated_minutes"]["per_epoch"]
+    assert per_epoch == pytest.approx(6000 / rates["full_step"] / 60)
+    assert results["estimated_minutes"]["300_epochs"] == pytest.approx(300 * per_epoch)

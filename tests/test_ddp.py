@@ -1,6 +1,6 @@
 """Two DDP processes on the CPU (gloo, spawned; no CSV logger, whose file a re-spawned test
-phase cannot extend): training shards its batches, and the inlier callback
-scores every test clip once, exactly as a single process scores the same checkpoint."""
+phase cannot extend): training runs, and the inlier callback scores every test clip once,
+exactly as a single process scores the same checkpoint."""
 
 from __future__ import annotations
 

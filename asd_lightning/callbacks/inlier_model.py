@@ -41,11 +41,20 @@ log = logging.getLogger(__name__)
 FIT_SUBSETS = ("train", "val", "fit")
 
 
-def embed_clips(pl_module: L.LightningModule, datamodule, subset: str) -> dict[int, np.ndarray]:
-    """``clip_id`` → ``[S, D]`` segment embeddings of the target machines' clips of ``subset``."""
+def clip_rows(embeddings: torch.Tensor, clip_mean: bool) -> np.ndarray:
+    """``[B, S, D]`` segment embeddings as float32 numpy, reduced to ``[B, 1, D]`` clip means
+    when only those are scored (less to gather across ranks)."""
+    if clip_mean:
+        embeddings = embeddings.mean(dim=1, keepdim=True)
+    return embeddings.float().cpu().numpy()
+
+
+def embed_clips(pl_module: L.LightningModule, datamodule, subset: str, clip_mean: bool = False) -> dict[int, np.ndarray]:
+    """``clip_id`` → ``[S, D]`` segment embeddings (``[1, D]`` clip means with ``clip_mean``)
+    of the target machines' clips of ``subset``, gathered from every rank."""
     out: dict[int, np.ndarray] = {}
     for batch in clip_batches(pl_module, datamodule, subset):
-        emb = pl_module.segment_embeddings(batch["features"]).cpu().numpy()
+        emb = clip_rows(pl_module.segment_embeddings(batch["features"]), clip_mean)
         out.update(zip(batch["clip_id"].cpu().tolist(), emb))
     return dict(gather_objects(list(out.items())))
 
@@ -182,6 +191,9 @@ class InlierModelCallback(OfficialScores):
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.score_by_embeddings = False
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        pl_module.score_by_embeddings = False
+
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._test = {}
 
@@ -190,15 +202,12 @@ class InlierModelCallback(OfficialScores):
         if emb is None:
             with torch.inference_mode():
                 emb = pl_module.segment_embeddings(batch["features"])
-        emb = emb.float().cpu().numpy()
-        if self.aggregation == "embedding_mean":  # all that is scored: gather less across ranks
-            emb = emb.mean(axis=1, keepdims=True)
-        self._test.update(zip(batch["clip_id"].cpu().tolist(), emb))
+        self._test.update(zip(batch["clip_id"].cpu().tolist(), clip_rows(emb, self.aggregation == "embedding_mean")))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         test = dict(gather_objects(list(self._test.items())))
-        fit = embed_clips(pl_module, datamodule, "fit")
+        fit = embed_clips(pl_module, datamodule, "fit", clip_mean=self.aggregation == "embedding_mean")
         test_scores, fit_scores = self.score(datamodule.clips, test, fit)
         self.publish(trainer, pl_module, test_scores, fit_scores)
         if self.bundle_dir is not None and trainer.is_global_zero:
@@ -291,7 +300,9 @@ class InlierModelCallback(OfficialScores):
             section_test = [i for i in group.index if i in test]
             used = [i for i in section_fit if group.at[i, "subset"] in subsets and group.at[i, "domain"] in self.fit_domains]
             if not used:
-                raise self._no_fit_clips(machine, int(section))
+                if section_test:
+                    raise self._no_fit_clips(machine, int(section))
+                continue  # nothing to score here, so nothing to fit
             scorer, fit_clip = self.fit_section(fit, section_fit, used, group["domain"].to_dict())
             self.scorers[(machine, int(section))] = scorer
             if section_test:

@@ -296,8 +296,8 @@ class DCASEDataModule(L.LightningDataModule):
         if self.sampler == "target_vs_outliers":
             is_target = self.table.meta["is_target"].numpy()[rows]
             return self._crop_loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
-        drop_last = len(rows) > self.batch_size
         world = self.trainer.world_size if self.trainer is not None else 1
+        drop_last = -(-len(rows) // world) > self.batch_size  # keep a lone partial batch per rank
         if world > 1:  # the trainer leaves sharding to us (use_distributed_sampler: false)
             sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=drop_last)
             return self._crop_loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last)

@@ -26,7 +26,7 @@ from asd_lightning.features.segments import normalize_int16, segment_clips
 from asd_lightning.scoring.section_scorer import SectionScorer
 
 BUNDLE_FILE = "bundle.pt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: SectionScorer.model_scale
 _SECTION = re.compile(r"(?:section|id)_(\d{2})")
 
 

@@ -7,14 +7,18 @@ batches against the target machine (``t = 1``):
 * machine type (eq. 2): ``g_affine`` on the squared norm (mean over dimensions,
   ``‖e‖² / D``, as the authors' code) → BCE against ``t``: other machines are pulled to the
   centre of the hypersphere;
-* product / section ID (eq. 1): ``g_product`` (linear, no bias) → one BCE per section, on
-  target samples only, weighted by ``t``; or, with ``outlier_product_targets: zeros`` (the
-  authors' code), on every sample with all-zero targets for the other machines.
+* product / section ID (eq. 1): ``g_product`` (linear, no bias) → one BCE per section,
+  weighted by ``t``: clips of other machines drop out, and in a mix of a target clip with
+  another machine's clip that part counts as an all-zero target; or, with
+  ``outlier_product_targets: zeros`` (the authors' code), every sample with weight 1 and
+  all-zero targets for the other machines.
 
 ``L = machine_weight · L_machine + λ · L_product``. Mixup (per-sample ``λ ~ Beta(α, α)``,
 partner from the same batch) mixes waveforms or features and ``t`` and the section targets
 alike, with a probability that moves linearly from ``mixup_prob`` to ``mixup_prob_end`` over
-training. Scoring is by an inlier model on ``embed`` (``callbacks=inlier``); ``clip_scores``
+training. The validation loss (which picks the checkpoint) is the same loss over the whole
+held-out set, with the machine term balanced 1:1 between the target and the other machines
+as the training batches are. Scoring is by an inlier model on ``embed`` (``callbacks=inlier``); ``clip_scores``
 is the paper's ablation without it: one minus the mean product-ID probability of the clip's
 section.
 """
@@ -39,10 +43,7 @@ def machine_loss(machine_logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 def product_loss(product_logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Eq. 1: ``Σ_i w_i Σ_k BCE(logit_ik, y_ik) / (K Σ_i w_i)``; zero when no weight."""
     per_sample = F.binary_cross_entropy_with_logits(product_logits, targets, reduction="none").sum(dim=1)
-    total = weights.sum()
-    if total <= 0:
-        return product_logits.sum() * 0.0
-    return (weights * per_sample).sum() / (product_logits.shape[1] * total)
+    return (weights * per_sample).sum() / (product_logits.shape[1] * weights.sum().clamp_min(1e-12))
 
 
 def mix(x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
@@ -80,6 +81,8 @@ class TwoBCEOutlierExposure(ASDMethod):
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"], logger=False)
         self.encoder = encoder
         self.g_affine = nn.Linear(1, 1)
+        with torch.no_grad():  # start with "larger norm = target machine" (the paper's geometry)
+            self.g_affine.weight.abs_()
         self.g_product: nn.Linear | None = None
         if num_sections is not None:
             self._build(num_sections)
@@ -97,8 +100,9 @@ class TwoBCEOutlierExposure(ASDMethod):
 
     def heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Machine-type logits ``[N]`` (affine map of ``‖e‖² / D``) and product logits ``[N, K]``."""
-        norm = embedding.float().pow(2).mean(dim=1, keepdim=True)
-        return self.g_affine(norm)[:, 0], self.g_product(embedding)
+        with torch.autocast(embedding.device.type, enabled=False):  # a squared norm overflows fp16
+            norm = embedding.float().pow(2).mean(dim=1, keepdim=True)
+            return self.g_affine(norm)[:, 0], self.g_product(embedding.float())
 
     def targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """``t`` (1 = target machine) and the one-hot section targets (zeros for other machines)."""
@@ -107,13 +111,18 @@ class TwoBCEOutlierExposure(ASDMethod):
         onehot = F.one_hot(section.clamp(min=0), self.g_product.out_features).float()
         return t, onehot * (section >= 0).float()[:, None]
 
+    def product_weights(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.hparams.outlier_product_targets == "ignore" else torch.ones_like(t)
+
+    def total(self, l_machine: torch.Tensor, l_product: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 (with the machine term's weight)."""
+        return self.hparams.machine_weight * l_machine + self.hparams.product_weight * l_product
+
     def loss(self, features: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         machine_logits, product_logits = self.heads(self.embed(features))
-        weights = t if self.hparams.outlier_product_targets == "ignore" else torch.ones_like(t)
-        l_machine = machine_loss(machine_logits.float(), t)
-        l_product = product_loss(product_logits.float(), y, weights)
-        total = self.hparams.machine_weight * l_machine + self.hparams.product_weight * l_product
-        return {"loss": total, "machine": l_machine, "product": l_product}
+        l_machine = machine_loss(machine_logits, t)
+        l_product = product_loss(product_logits, y, self.product_weights(t))
+        return {"loss": self.total(l_machine, l_product), "machine": l_machine, "product": l_product}
 
     def mixup_probability(self) -> float:
         """The scheduled mixup probability at the current optimiser step."""
@@ -148,17 +157,47 @@ class TwoBCEOutlierExposure(ASDMethod):
                       batch_size=n)
         return losses["loss"]
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(6, dtype=torch.float64, device=self.device)
+
+    def validation_sums(self, batch: dict) -> torch.Tensor:
+        """Machine BCE sum and count of target clips, the same of other clips, the weighted
+        product BCE sum and its normaliser (K · Σ weights): summed over the epoch, then
+        :meth:`loss_from_sums`."""
+        t, y = self.targets(batch)
+        machine_logits, product_logits = self.heads(self.embed(batch["features"]))
+        bce = F.binary_cross_entropy_with_logits(machine_logits, t, reduction="none")
+        weights = self.product_weights(t)
+        product = F.binary_cross_entropy_with_logits(product_logits, y, reduction="none").sum(dim=1)
+        is_target = t > 0.5
+        return torch.stack([bce[is_target].sum(), is_target.sum(), bce[~is_target].sum(), (~is_target).sum(),
+                            (weights * product).sum(), weights.sum() * product_logits.shape[1]]).double()
+
+    def loss_from_sums(self, sums: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The loss over a whole held-out set; the machine term weighs target and other clips
+        alike, as the 1:1 training batches do."""
+        l_machine = torch.stack([sums[i] / sums[i + 1] for i in (0, 2) if sums[i + 1] > 0]).mean()
+        l_product = sums[4] / sums[5].clamp_min(1e-12)
+        return {"loss": self.total(l_machine, l_product), "machine": l_machine, "product": l_product}
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        losses = self.loss(batch["features"], *self.targets(batch))
-        self.log("val/loss", losses["loss"], prog_bar=True, batch_size=len(batch["wave"]), sync_dist=True)
+        self._val_sums += self.validation_sums(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        sums = self._val_sums
+        if self.trainer.world_size > 1:
+            sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
+        if sums[1] + sums[3] > 0:
+            self.log_dict({f"val/{k}": v.float() for k, v in self.loss_from_sums(sums).items()})
 
     def clip_scores(self, batch: dict) -> torch.Tensor:
         """Without an inlier model (ablation): 1 − mean over segments of the clip's section probability."""
-        features = batch["features"]
-        if features.dim() == 4:
-            features = features[:, None]
-        b, s = features.shape[:2]
-        _, logits = self.heads(self.embed(features.flatten(0, 1)))
-        section = batch["section"].long().clamp(min=0).repeat_interleave(s)
-        p = logits.float().sigmoid().gather(1, section[:, None])[:, 0].view(b, s)
+        section = batch["section"].long()
+        if (section < 0).any():
+            raise ValueError("clips of sections the model was not trained on cannot be scored by its product head; "
+                             "use an inlier model (callbacks=inlier)")
+        embeddings = self.segment_embeddings(batch["features"])
+        b, s = embeddings.shape[:2]
+        _, logits = self.heads(embeddings.flatten(0, 1))
+        p = logits.sigmoid().gather(1, section.repeat_interleave(s)[:, None])[:, 0].view(b, s)
         return 1.0 - p.mean(dim=1)

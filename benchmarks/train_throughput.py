@@ -1,0 +1,224 @@
+"""Training-step throughput: model only vs the full step from the real datamodule.
+
+For one experiment config (any method: ``--experiment two_bce/fan``, ``mobilenetv2_baseline``
+...), on the synthetic dataset, time two Lightning training runs with the same model,
+optimiser, precision and trainer:
+
+* **model only**: every step gets the same random batch, already on the device, of the shapes
+  the real datamodule produces (no loading, no decoding, no features): the rate the network
+  and optimiser allow;
+* **full step**: the real datamodule, i.e. int16 crops from the memory-mapped cache, the
+  transfer, log-mel (and mixup) on the device, then the same network step.
+
+Both skip ``--warmup`` steps (cuDNN autotuning, worker start-up) before timing ``--steps``
+steps, synchronising the GPU at both ends. It prints both rates (samples/s) and their ratio
+(goal ≥ 0.85) and the estimated time of ``--epochs`` epochs over ``--epoch-clips`` clips.
+
+    .venv/bin/python benchmarks/train_throughput.py --experiment two_bce/fan --out benchmarks/train_throughput_two_bce.json
+    .venv/bin/python benchmarks/train_throughput.py --quick      # CPU smoke run, seconds
+
+Speed targets live here, never in the tests (tests/test_benchmark_smoke.py only runs --quick).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+ROOT = Path(__file__).resolve().parents[1]
+GOAL_RATIO = 0.85
+QUICK_OVERRIDES = ["data.features.n_mels=32", "data.features.n_fft=512", "data.features.hop_length=256",
+                   "data.train_crop.seconds=0.5", "model.encoder.model_name=efficientnet_b0"]
+
+
+class StepTimer(L.Callback):
+    """Wall time of the training steps after the first ``warmup`` (GPU synchronised)."""
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.start: float | None = None
+        self.seconds = float("nan")
+        self.steps = 0
+        self.samples = 0
+
+    @staticmethod
+    def _sync(pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self._sync(pl_module)
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.start is not None:
+            self.steps += 1
+            self.samples += len(batch["features"])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._sync(pl_module)
+        if self.start is not None:
+            self.seconds = time.perf_counter() - self.start
+
+
+class FixedBatches(L.LightningDataModule):
+    """Serves one random batch, kept on the device, ``steps`` times; everything else (the
+    feature front end for wave mixup, the section classes) is the real datamodule's."""
+
+    def __init__(self, real, example: dict[str, torch.Tensor], steps: int) -> None:
+        super().__init__()
+        self.real, self.steps = real, steps
+        self.example = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in example.items()}
+        self._on_device: dict[str, torch.Tensor] | None = None
+
+    def __getattr__(self, name: str) -> Any:  # featurize, section_classes, ... of the real datamodule
+        if name in ("real", "example", "steps", "_on_device"):
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(self.steps), batch_size=None)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx: int) -> dict[str, torch.Tensor]:
+        if self._on_device is None:
+            self._on_device = {k: v.to(device) for k, v in self.example.items()}
+        return self._on_device
+
+
+def compose(experiment: str, root: Path, cache: Path, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from asd_lightning.utils import resolvers  # noqa: F401
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("train.yaml", overrides=[
+            f"experiment={experiment}", "data=synthetic", f"data.root={root}", f"data.cache_dir={cache}",
+            "logger=none", *overrides])  # cfg.callbacks are not instantiated: only the timer runs
+
+
+def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precision: str) -> StepTimer:
+    import hydra
+
+    L.seed_everything(0, workers=True)
+    model = hydra.utils.instantiate(cfg.model)
+    timer = StepTimer(warmup)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps,
+                        max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[timer], use_distributed_sampler=False)
+    trainer.fit(model, datamodule=datamodule)
+    if timer.steps < steps:
+        raise RuntimeError(f"only {timer.steps} timed steps ran (wanted {steps}): the training set is too small "
+                           "for warmup + steps batches; raise --clips-per-section")
+    return timer
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import hydra
+
+    gpu = torch.cuda.is_available() and not args.no_gpu
+    accelerator, precision = ("gpu", args.precision) if gpu else ("cpu", "32-true")
+    if gpu:
+        torch.backends.cudnn.benchmark = True
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="asd-throughput-"))
+    others = [m for m in ("fan", "gearbox", "valve") if m != args.machine][:2]  # outliers for outlier exposure
+    synthetic = [f"+data.synthetic.machine_types=[{args.machine},{others[0]},{others[1]}]",
+                 f"+data.synthetic.source_train_clips={args.clips_per_section}", "+data.synthetic.target_train_clips=0",
+                 "+data.synthetic.test_clips=1", f"+data.synthetic.clip_seconds={args.seconds}",
+                 "+data.synthetic.eval_sections=[]"]
+    overrides = [f"data.machine_types=[{args.machine}]", f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
+                 f"data.pin_memory={str(gpu).lower()}", "data.progress=false", *synthetic,
+                 *(QUICK_OVERRIDES if args.quick else []), *args.override]
+    cfg = compose(args.experiment, work / "data", work / "cache", overrides)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    example = next(iter(datamodule.train_dataloader()))
+    device = torch.device("cuda" if gpu else "cpu")
+    example = datamodule.on_after_batch_transfer({k: v.to(device) for k, v in example.items()}, 0)
+    example = {k: v.cpu() for k, v in example.items() if isinstance(v, torch.Tensor)}
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        model_only = timed_fit(cfg, FixedBatches(datamodule, example, args.warmup + args.steps), args.steps,
+                               args.warmup, accelerator, precision)
+        full = timed_fit(cfg, datamodule, args.steps, args.warmup, accelerator, precision)
+    rates = {name: t.samples / t.seconds for name, t in (("model_only", model_only), ("full_step", full))}
+    ratio = rates["full_step"] / rates["model_only"]
+    epoch_seconds = args.epoch_clips / rates["full_step"]
+    return {
+        "experiment": args.experiment,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+        "device": torch.cuda.get_device_name(0) if gpu else "cpu",
+        "precision": precision,
+        "batch_shape": list(example["features"].shape),
+        "samples_per_second": rates,
+        "ratio_full_to_model_only": ratio,
+        "goal_ratio": GOAL_RATIO,
+        "estimated_minutes": {"per_epoch": epoch_seconds / 60, f"{args.epochs}_epochs": epoch_seconds * args.epochs / 60},
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--experiment", default="two_bce", help="experiment config to time (e.g. two_bce/fan)")
+    p.add_argument("--machine", default="fan", help="target machine type (a 2022 type; the synthetic data hold "
+                   "it and two others)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (--quick: 8)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (default 50; --quick 3)")
+    p.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10; --quick 1)")
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--precision", default="bf16-mixed", help="GPU precision (CPU runs 32-true)")
+    p.add_argument("--clips-per-section", type=int, default=None, help="synthetic training clips per section")
+    p.add_argument("--seconds", type=float, default=None, help="synthetic clip length (default 10; --quick 1)")
+    p.add_argument("--epoch-clips", type=int, default=6000, help="clips per epoch for the time estimate")
+    p.add_argument("--epochs", type=int, default=300, help="epochs for the time estimate")
+    p.add_argument("--workdir", default=None, help="where the synthetic data and cache go (kept)")
+    p.add_argument("--override", nargs="*", default=[], help="more Hydra overrides")
+    p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny CPU smoke run")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+    quick = args.quick
+    defaults = dict(batch_size=8 if quick else 128, steps=3 if quick else 50, warmup=1 if quick else 10,
+                    seconds=1.0 if quick else 10.0)
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if quick:
+        args.workers, args.no_gpu = 0, True
+    if args.clips_per_section is None:  # enough target clips (3 sections) for warmup + steps batches, at least
+        args.clips_per_section = max(8, -(-(args.warmup + args.steps + 2) * args.batch_size // 3))
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    results = run(args)
+    rates = results["samples_per_second"]
+    print(f"{results['experiment']} on {results['device']} ({results['precision']}), batch {results['batch_shape']}")
+    print(f"  model only : {rates['model_only']:10.1f} samples/s")
+    print(f"  full step  : {rates['full_step']:10.1f} samples/s")
+    print(f"  ratio      : {results['ratio_full_to_model_only']:.3f} (goal >= {GOAL_RATIO})")
+    minutes = results["estimated_minutes"]
+    print(f"  estimate   : {minutes['per_epoch']:.2f} min per epoch of {args.epoch_clips} clips, "
+          f"{minutes[f'{args.epochs}_epochs']:.1f} min for {args.epochs} epochs")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
