@@ -1,0 +1,66 @@
+"""LARS (You et al. 2017) as VICReg / DG-Mix use it: SGD with momentum whose step of each
+weight tensor is scaled by ``trust_coefficient · ‖w‖ / ‖g + wd · w‖``; biases and
+normalisation parameters get neither weight decay nor that adaptation."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+
+def exclude_bias_and_norm(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Parameter groups: weights of convolutions / linear layers (decayed and adapted), and
+    biases plus normalisation parameters (``lars_exclude``)."""
+    adapted, excluded = [], []
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+            (excluded if norm or name == "bias" or param.dim() == 1 else adapted).append(param)
+    return [{"params": adapted, "weight_decay": weight_decay},
+            {"params": excluded, "weight_decay": 0.0, "lars_exclude": True}]
+
+
+class LARS(torch.optim.Optimizer):
+    """LARS with momentum 0.9 and trust coefficient 0.001 by default.
+
+    ``params`` may be parameter groups; a group with ``lars_exclude: True`` takes plain SGD
+    steps without weight decay (use :func:`exclude_bias_and_norm`).
+    """
+
+    def __init__(self, params: Iterable, lr: float, weight_decay: float = 0.0, momentum: float = 0.9,
+                 trust_coefficient: float = 0.001, eps: float = 1e-8) -> None:
+        if lr < 0:
+            raise ValueError(f"learning rate must be >= 0, got {lr}")
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient,
+                        eps=eps, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if not group["lars_exclude"]:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    w_norm, u_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+                    trust = torch.where((w_norm > 0) & (u_norm > 0),
+                                        group["trust_coefficient"] * w_norm / (u_norm + group["eps"]),
+                                        torch.ones_like(w_norm))
+                    update = update.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = update.clone()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(update)
+                p.add_(state["momentum_buffer"], alpha=-group["lr"])
+        return loss
