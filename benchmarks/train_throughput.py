@@ -37,8 +37,12 @@ from torch.utils.data import DataLoader
 
 ROOT = Path(__file__).resolve().parents[1]
 GOAL_RATIO = 0.85
-QUICK_OVERRIDES = ["data.features.n_mels=32", "data.features.n_fft=512", "data.features.hop_length=256",
-                   "data.train_crop.seconds=0.5", "model.encoder.model_name=efficientnet_b0"]
+QUICK_OVERRIDES = {  # tiny inputs for the CPU smoke run: crops in seconds (two-BCE) or windows in frames
+    "seconds": ["data.features.n_mels=32", "data.features.n_fft=512", "data.features.hop_length=256",
+                "data.train_crop.seconds=0.5", "model.encoder.model_name=efficientnet_b0"],
+    "frames": ["data.features.n_mels=64", "data.features.n_fft=512", "data.features.hop_length=256",
+               "data.train_crop.frames=32"],
+}
 
 
 class StepTimer(L.Callback):
@@ -139,9 +143,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "+data.synthetic.test_clips=1", f"+data.synthetic.clip_seconds={args.seconds}",
                  "+data.synthetic.eval_sections=[]"]
     overrides = [f"data.machine_types=[{args.machine}]", f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
-                 f"data.pin_memory={str(gpu).lower()}", "data.progress=false", *synthetic,
-                 *(QUICK_OVERRIDES if args.quick else []), *args.override]
+                 f"data.pin_memory={str(gpu).lower()}", "data.progress=false", *synthetic, *args.override]
     cfg = compose(args.experiment, work / "data", work / "cache", overrides)
+    if args.quick:
+        crop = "frames" if "frames" in cfg.data.train_crop else "seconds"
+        cfg = compose(args.experiment, work / "data", work / "cache", overrides + QUICK_OVERRIDES[crop])
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")

@@ -12,7 +12,8 @@ import torch
 
 from asd_lightning.metrics import read_submission
 from asd_lightning.models.components.efficientnet_embedding import EfficientNetEmbedding
-from asd_lightning.models.two_bce import TwoBCEOutlierExposure, machine_loss, mix, product_loss
+from asd_lightning.models.components.mixup import mix
+from asd_lightning.models.two_bce import TwoBCEOutlierExposure, machine_loss, product_loss
 from asd_lightning.train import train
 from conftest import make_2022
 from test_train import compose_train

@@ -82,10 +82,14 @@ class ASDMethod(L.LightningModule):
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         return self.test_step(batch, batch_idx)
 
+    def optimizer_params(self) -> list:
+        """What the optimiser gets: the trainable parameters (or parameter groups)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError(f"{type(self).__name__} has no optimizer: pass model.optimizer to train it")
-        optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        optimizer = self.optimizer_factory(params=self.optimizer_params())
         if self.scheduler_factory is None:
             return optimizer
         steps = int(self.trainer.estimated_stepping_batches)

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asd_lightning.models.base import ASDMethod
+from asd_lightning.models.components.mixup import beta_lambdas, mix
 
 OUTLIER_TARGETS = ("ignore", "zeros")
 MIXUP_ON = ("wave", "features")
@@ -44,12 +45,6 @@ def product_loss(product_logits: torch.Tensor, targets: torch.Tensor, weights: t
     """Eq. 1: ``Σ_i w_i Σ_k BCE(logit_ik, y_ik) / (K Σ_i w_i)``; zero when no weight."""
     per_sample = F.binary_cross_entropy_with_logits(product_logits, targets, reduction="none").sum(dim=1)
     return (weights * per_sample).sum() / (product_logits.shape[1] * weights.sum().clamp_min(1e-12))
-
-
-def mix(x: torch.Tensor, partner: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``λ x + (1 − λ) x[partner]`` with one ``λ`` per sample (first dimension)."""
-    lam = lam.view(-1, *([1] * (x.dim() - 1))).to(x.dtype)
-    return lam * x + (1 - lam) * x[partner]
 
 
 class TwoBCEOutlierExposure(ASDMethod):
@@ -140,8 +135,7 @@ class TwoBCEOutlierExposure(ASDMethod):
         if self.hparams.mixup_alpha <= 0 or torch.rand(()).item() >= self.mixup_probability():
             return features, t, y
         n = len(t)
-        beta = torch.distributions.Beta(self.hparams.mixup_alpha, self.hparams.mixup_alpha)
-        lam = beta.sample((n,)).to(features.device)
+        lam = beta_lambdas(n, self.hparams.mixup_alpha, features.device)
         partner = torch.randperm(n, device=features.device)
         if self.hparams.mixup_on == "wave":
             features = self.trainer.datamodule.featurize(mix(batch["wave"], partner, lam)).unsqueeze(1)

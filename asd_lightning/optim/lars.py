@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 
-def exclude_bias_and_norm(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Parameter groups: weights of convolutions / linear layers (decayed and adapted), and
-    biases plus normalisation parameters (``lars_exclude``)."""
+def exclude_bias_and_norm(model: nn.Module, weight_decay: float | None = None) -> list[dict]:
+    """Parameter groups: weights of convolutions / linear layers (decayed and adapted; the
+    optimiser's own weight decay unless ``weight_decay`` is given), and biases plus
+    normalisation parameters (no decay, ``lars_exclude``)."""
     adapted, excluded = [], []
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
@@ -20,8 +21,8 @@ def exclude_bias_and_norm(model: nn.Module, weight_decay: float) -> list[dict]:
                 continue
             norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
             (excluded if norm or name == "bias" or param.dim() == 1 else adapted).append(param)
-    return [{"params": adapted, "weight_decay": weight_decay},
-            {"params": excluded, "weight_decay": 0.0, "lars_exclude": True}]
+    first = {"params": adapted} if weight_decay is None else {"params": adapted, "weight_decay": weight_decay}
+    return [first, {"params": excluded, "weight_decay": 0.0, "lars_exclude": True}]
 
 
 class LARS(torch.optim.Optimizer):

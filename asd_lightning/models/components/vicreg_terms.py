@@ -23,13 +23,21 @@ def covariance(z: torch.Tensor) -> torch.Tensor:
     return off.pow(2).sum() / d
 
 
-def consistency(z_mixed: torch.Tensor, z: torch.Tensor, z_other: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
-    """Eq. 1: mean over the batch of ``‖z_λ − (λ z + (1 − λ) z′)‖²`` (``λ`` scalar or per row)."""
+def consistency(z_mixed: torch.Tensor, z: torch.Tensor, z_other: torch.Tensor, lam: torch.Tensor | float,
+                reduction: str = "sum") -> torch.Tensor:
+    """Eq. 1: mean over the batch of ``‖z_λ − (λ z + (1 − λ) z′)‖²`` (``λ`` scalar or per row);
+    ``reduction="mean"`` also averages over the dimensions, the scale of VICReg's invariance
+    (mean squared error) that the weight 25 was tuned for."""
     lam = torch.as_tensor(lam, dtype=torch.float32, device=z.device)
     if lam.dim() == 1:
         lam = lam[:, None]
     target = lam * z.float() + (1 - lam) * z_other.float()
-    return (z_mixed.float() - target).pow(2).sum(dim=1).mean()
+    squared = (z_mixed.float() - target).pow(2)
+    if reduction == "mean":
+        return squared.mean()
+    if reduction != "sum":
+        raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+    return squared.sum(dim=1).mean()
 
 
 def invariance(z: torch.Tensor, z_other: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,126 @@
+"""DGMixPretrain, VICRegPretrain and SectionIDFinetune: losses, gradients, the LR schedule as
+Lightning steps it, encoder hand-over, and pre-train → fine-tune end to end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asd_lightning.models.components.dg_mix_encoder import DGMixEncoder
+from asd_lightning.models.components.mixup import partners_in_group
+from asd_lightning.models.components.spec_augment import SpecAugment, time_warp
+from asd_lightning.models.components.vicreg_terms import consistency, covariance, variance
+from asd_lightning.models.dg_mix import DGMixPretrain, SectionIDFinetune, VICRegPretrain, load_encoder
+from asd_lightning.train import train
+from conftest import make_2022
+from test_train import compose_train
+
+
+def test_dgmix_loss_is_eq_5_and_reaches_the_encoder_through_every_branch() -> None:
+    torch.manual_seed(0)
+    model = DGMixPretrain()
+    x = torch.randn(8, 1, 128, 64, requires_grad=True)
+    lam = torch.tensor([0.2, 0.5, 0.9, 1.0])
+    losses = model.losses(x, lam)
+    with torch.no_grad():
+        z, z2, zm = model.project(x[:4], x[4:], lam.view(-1, 1, 1, 1) * x[:4] + (1 - lam.view(-1, 1, 1, 1)) * x[4:])
+    assert losses["consistency"].item() == pytest.approx(consistency(zm, z, z2, lam, "mean").item(), rel=1e-4)
+    assert losses["consistency"].item() == pytest.approx(consistency(zm, z, z2, lam).item() / 1280, rel=1e-4)
+    assert losses["variance"].item() == pytest.approx((variance(z) + variance(z2)).item(), rel=1e-4)
+    assert losses["covariance"].item() == pytest.approx((covariance(z) + covariance(z2)).item(), rel=1e-4)
+    assert losses["loss"].item() == pytest.approx(
+        25 * losses["consistency"].item() + 25 * losses["variance"].item() + losses["covariance"].item(), rel=1e-5)
+    losses["consistency"].backward()  # the consistency term alone involves X, X′ and X_λ
+    assert (x.grad.flatten(1).abs().sum(1) > 0).all()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.features[0].parameters())
+    with pytest.raises(ValueError, match="even batch"):
+        model.losses(torch.randn(5, 1, 128, 64))
+
+
+def test_vicreg_views_differ_and_spec_augment_masks() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 128, 64)
+    augmented = SpecAugment(freq_masks=1, freq_width=20, time_masks=1, time_width=10)(x)
+    assert augmented.shape == x.shape and not torch.equal(augmented, x)
+    changed = (augmented != x).float().mean().item()
+    assert 0.0 < changed < 0.5  # masks cover parts of the window, not all of it
+    assert time_warp(x, 5).shape == x.shape
+    losses = VICRegPretrain().losses(x)
+    assert losses["invariance"].item() > 0 and torch.isfinite(losses["loss"])
+
+
+def test_finetune_kl_to_mixed_labels_and_same_section_partners() -> None:
+    torch.manual_seed(0)
+    section = torch.tensor([0, 0, 1, 1, 2, 2, 2])
+    partner = partners_in_group(section)
+    assert (section[partner] == section).all() and (partner != torch.arange(7)).all()
+    assert partners_in_group(torch.tensor([0, 1, 1])).tolist()[0] == 0  # alone in its section: itself
+    model = SectionIDFinetune(num_sections=3).eval()
+    x = torch.randn(4, 1, 128, 64)
+    lam, any_partner = torch.tensor([0.3, 0.5, 0.7, 1.0]), torch.tensor([1, 2, 3, 0])
+    labels = torch.tensor([0, 1, 2, 0])
+    losses = model.losses(x, labels, lam, any_partner)
+    with torch.no_grad():
+        mixed = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[any_partner]
+        e, e_mixed = model.encoder(x), model.encoder(mixed)
+        p = F.log_softmax(model.classifier(e_mixed), dim=1)
+    y = F.one_hot(labels, 3).float()
+    target = lam[:, None] * y + (1 - lam[:, None]) * y[any_partner]
+    kl = sum((t[t > 0] * (t[t > 0].log() - lp[t > 0])).sum() for t, lp in zip(target, p)) / 4
+    assert losses["kl"].item() == pytest.approx(kl.item(), rel=1e-4)
+    assert losses["consistency"].item() == pytest.approx(consistency(e_mixed, e, e[any_partner], lam).item(), rel=1e-4)
+
+
+def test_encoder_checkpoint_errors(tmp_path: Path) -> None:
+    model = SectionIDFinetune(num_sections=2)
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        load_encoder(model.encoder, tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {"net.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="no encoder"):
+        load_encoder(model.encoder, tmp_path / "other.ckpt")
+
+
+TINY = ["data.num_workers=0", "logger=csv", "trainer.accelerator=cpu", "data.features.n_mels=64",
+        "data.train_crop.frames=32", "data.test_segments.frames=32", "data.test_segments.hop=8",
+        "model.expander_width=64", "callbacks.inlier.plots=false"]
+
+
+@pytest.mark.slow
+def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=16, n_test=2, seconds=2.0)
+    data = [f"data.root={root}", "data.machine_types=[fan]", f"data.cache_dir={tmp_path / 'cache'}",
+            f"paths.log_dir={tmp_path / 'logs'}"]
+    pre = compose_train(["experiment=dgmix_pretrain", *data, *TINY, "data.batch_size=16", "trainer.max_epochs=5",
+                         "model.optimizer.lr=0.05",  # batches of 16 small windows: 0.8 is for batches of 1024
+                         "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
+                         "+callbacks.lr.logging_interval=step", "trainer.log_every_n_steps=1"], tmp_path / "pre")
+    train(pre)
+    ckpt = tmp_path / "logs" / "pretrained" / "dgmix_fan" / "last.ckpt"
+    assert ckpt.is_file()
+    log = pd.read_csv(next((tmp_path / "pre").rglob("metrics.csv")))
+    rates = log.filter(like="lr-LARS").dropna(how="all").iloc[:, 0].to_numpy()
+    steps = len(rates)  # every optimiser step: 5 epochs of windows in batches of 4
+    assert steps >= 10 and steps % 5 == 0
+    warm = round(0.1 * steps)  # linear warm-up from 0, then cosine from 0.05 down to 0.002
+    assert rates[0] == 0.0 and rates[warm] == pytest.approx(0.05)
+    assert np.allclose(rates[:warm], 0.05 * np.arange(warm) / warm)
+    progress = (np.arange(warm, steps) - warm) / (steps - warm)
+    assert np.allclose(rates[warm:], 0.002 + 0.048 * 0.5 * (1 + np.cos(np.pi * progress)), rtol=1e-5)
+    assert np.isfinite(log["train/loss"].dropna()).all()
+
+    fine = compose_train(["experiment=dgmix_finetune", *data, *[o for o in TINY if "expander" not in o],
+                          "data.batch_size=8", "trainer.max_epochs=1"], tmp_path / "fine")
+    assert Path(fine.model.encoder_ckpt) == ckpt
+    metrics = train(fine)
+    assert np.isfinite(metrics["test/official_score"])
+    pretrained = torch.load(ckpt, weights_only=False)["state_dict"]
+    first = pretrained["encoder.features.0.0.weight"]
+    assert first.shape[2:] == (3, 3)
+    model = SectionIDFinetune(num_sections=2, encoder_ckpt=str(ckpt),
+                              encoder=DGMixEncoder(n_mels=64, frames=32))
+    assert torch.equal(model.encoder.features[0][0].weight, first)  # the fine-tuning starts from it
