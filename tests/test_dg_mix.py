@@ -73,7 +73,9 @@ def test_finetune_kl_to_mixed_labels_and_same_section_partners() -> None:
     target = lam[:, None] * y + (1 - lam[:, None]) * y[any_partner]
     kl = sum((t[t > 0] * (t[t > 0].log() - lp[t > 0])).sum() for t, lp in zip(target, p)) / 4
     assert losses["kl"].item() == pytest.approx(kl.item(), rel=1e-4)
-    assert losses["consistency"].item() == pytest.approx(consistency(e_mixed, e, e[any_partner], lam).item(), rel=1e-4)
+    assert losses["consistency"].item() == pytest.approx(consistency(e_mixed, e, e[any_partner], lam, "mean").item(),
+                                                         rel=1e-4)
+    assert losses["loss"].item() == pytest.approx(losses["kl"].item() + losses["consistency"].item(), rel=1e-5)
 
 
 def test_encoder_checkpoint_errors(tmp_path: Path) -> None:
@@ -121,6 +123,9 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
     pretrained = torch.load(ckpt, weights_only=False)["state_dict"]
     first = pretrained["encoder.features.0.0.weight"]
     assert first.shape[2:] == (3, 3)
-    model = SectionIDFinetune(num_sections=2, encoder_ckpt=str(ckpt),
-                              encoder=DGMixEncoder(n_mels=64, frames=32))
+    model = SectionIDFinetune(num_sections=2, encoder_ckpt=str(ckpt), encoder=DGMixEncoder(n_mels=64, frames=32))
+    assert not torch.equal(model.encoder.features[0][0].weight, first)
+    model.setup("test")  # testing a fine-tuned checkpoint never reads the pre-training one
+    assert not torch.equal(model.encoder.features[0][0].weight, first)
+    model.setup("fit")
     assert torch.equal(model.encoder.features[0][0].weight, first)  # the fine-tuning starts from it

@@ -159,25 +159,25 @@ class SectionIDFinetune(ASDMethod):
     """Section-ID fine-tuning with mixup, KL to mixed labels and the consistency term.
 
     Args:
-        encoder: the encoder (default ``DGMixEncoder``); ``encoder_ckpt`` loads pre-trained
-            weights into it.
+        encoder: the encoder (default ``DGMixEncoder``); ``encoder_ckpt``: a pre-training
+            checkpoint whose encoder weights training starts from.
         num_sections: section classes; None = from the datamodule.
         hidden: classifier hidden width (320-128-K).
-        consistency_weight: weight of eq. 1 on the encoder embeddings.
+        consistency_weight: weight of eq. 1 on the encoder embeddings; consistency_reduction:
+            ``mean`` (squared error averaged over the 320 dimensions) or ``sum`` (eq. 1 as written).
         mixup_alpha: Beta parameter of ``λ``; ``mixup_partner``: ``section`` (a window of the
             same section, either domain) or ``any`` (any window of the batch).
     """
 
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  num_sections: int | None = None, encoder_ckpt: str | None = None, hidden: int = 128,
-                 consistency_weight: float = 1.0, mixup_alpha: float = 0.5, mixup_partner: str = "section") -> None:
+                 consistency_weight: float = 1.0, mixup_alpha: float = 0.5, mixup_partner: str = "section",
+                 consistency_reduction: str = "mean") -> None:
         super().__init__(optimizer, scheduler)
         if mixup_partner not in ("section", "any"):
             raise ValueError(f"mixup_partner must be 'section' or 'any', got {mixup_partner!r}")
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"], logger=False)
         self.encoder = encoder if encoder is not None else DGMixEncoder()
-        if encoder_ckpt:
-            load_encoder(self.encoder, encoder_ckpt)
         self.classifier: nn.Sequential | None = None
         if num_sections is not None:
             self._build(num_sections)
@@ -189,6 +189,12 @@ class SectionIDFinetune(ASDMethod):
     def configure_model(self) -> None:
         if self.classifier is None:
             self._build(self.section_count())
+
+    def setup(self, stage: str) -> None:
+        """Before training, start from the pre-trained encoder (a resumed run's checkpoint is
+        restored after this; testing a fine-tuned checkpoint never needs the file)."""
+        if stage == "fit" and self.hparams.encoder_ckpt:
+            load_encoder(self.encoder, self.hparams.encoder_ckpt)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.encoder(features)
@@ -206,7 +212,7 @@ class SectionIDFinetune(ASDMethod):
         e, e_mixed = emb.chunk(2)
         log_p = F.log_softmax(self.classifier(e_mixed).float(), dim=1)
         kl = F.kl_div(log_p, mix(y, partner, lam), reduction="batchmean")
-        s = consistency(e_mixed, e, e[partner], lam)
+        s = consistency(e_mixed, e, e[partner], lam, self.hparams.consistency_reduction)
         return {"loss": kl + self.hparams.consistency_weight * s, "kl": kl, "consistency": s}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
