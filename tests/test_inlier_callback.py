@@ -17,7 +17,7 @@ from asd_lightning.metrics import read_submission
 from asd_lightning.scoring import KNNInlier
 from asd_lightning.train import train
 from conftest import make_2022
-from test_train import compose_train
+from test_train import compose_train, local_copy
 
 
 def clip_table() -> pd.DataFrame:
@@ -123,9 +123,7 @@ def test_settings_are_checked() -> None:
 def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
                      seconds=2.5, eval_section=3)
-    data = [f"data.root={root}", "data.machine_types=[fan,valve]", f"data.ground_truth={root / 'ground_truth'}",
-            "data.num_workers=0", "data.batch_size=8", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv",
-            "trainer.accelerator=cpu", "experiment=mobilenetv2_baseline"]
+    data = [*local_copy(root, tmp_path), "data.batch_size=8", "experiment=mobilenetv2_baseline"]
     cfg = compose_train(data + ["callbacks=inlier", "trainer.max_epochs=1"], tmp_path / "run")
     metrics = train(cfg)
     for name in ("roc", "score_histograms", "embeddings_pca"):  # figures written and non-empty

@@ -11,7 +11,7 @@ import torch
 from asd_lightning.models.section_id_baseline import SectionIDBaseline, section_anomaly_scores
 from asd_lightning.train import train
 from conftest import make_2022
-from test_train import compose_train
+from test_train import compose_train, local_copy
 
 
 def test_log_odds_of_the_true_section() -> None:
@@ -49,11 +49,8 @@ def test_clip_score_is_the_mean_over_windows() -> None:
 def test_sections_from_the_data_and_checkpoint_reload(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
                      seconds=2.5, eval_section=3)
-    cfg = compose_train([
-        "experiment=mobilenetv2_baseline", f"data.root={root}", "data.machine_types=[fan,valve]",
-        f"data.ground_truth={root / 'ground_truth'}", "data.num_workers=0", "data.batch_size=8",
-        "trainer.max_epochs=1", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu",
-    ], tmp_path / "run")
+    cfg = compose_train(["experiment=mobilenetv2_baseline", "data.batch_size=8", "trainer.max_epochs=1",
+                         *local_copy(root, tmp_path)], tmp_path / "run")
     metrics = train(cfg)
     assert 0.0 <= metrics["test/official_score"] <= 1.0
     # 2 machine types x sections 0, 1, 3 → 6 classes, stored so the checkpoint loads alone

@@ -33,6 +33,13 @@ def compose_train(overrides: list[str], output_dir: Path, config_name: str = "tr
     return cfg
 
 
+def local_copy(root: Path, tmp_path: Path, machines: str = "fan,valve") -> list[str]:
+    """Overrides that read ``root`` as a local DCASE 2022 copy with its ground truth, on the
+    CPU, in-process loading and a cache under ``tmp_path``, logging to CSV."""
+    return [f"data.root={root}", f"data.machine_types=[{machines}]", f"data.ground_truth={root / 'ground_truth'}",
+            "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu"]
+
+
 @pytest.mark.parametrize("experiment", sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix()
                                                for p in (CONF / "experiment").rglob("*.yaml")))
 @pytest.mark.parametrize("data", sorted(p.stem for p in (CONF / "data").glob("*.yaml")))
@@ -79,11 +86,7 @@ def test_frontend_presets_follow_the_papers(tmp_path: Path) -> None:
 def test_ae_baseline_end_to_end(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
                      seconds=2.0, eval_section=3)
-    cfg = compose_train([
-        "experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan,valve]",
-        f"data.ground_truth={root / 'ground_truth'}", "data.num_workers=0", "trainer.max_epochs=2",
-        f"data.cache_dir={tmp_path / 'cache'}", "logger=csv", "trainer.accelerator=cpu",
-    ], tmp_path / "run")
+    cfg = compose_train(["experiment=ae_baseline", "trainer.max_epochs=2", *local_copy(root, tmp_path)], tmp_path / "run")
     metrics = train(cfg)
     submission = tmp_path / "run" / "submission"
     names = sorted(p.name for p in submission.glob("*_test.csv"))
@@ -126,12 +129,9 @@ def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_pat
 
     root = tmp_path / "synth"
     assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1"]) == 0
-    cfg = compose_train([
-        # the asd-synth folder read as any local DCASE 2022 copy
-        "experiment=ae_baseline", "data=dcase2022", f"data.root={root}", "data.machine_types=[fan,valve]",
-        "data.num_workers=0", "data.batch_size=16",
-        f"data.ground_truth={root / 'ground_truth'}", "trainer.max_epochs=15", f"data.cache_dir={tmp_path / 'cache'}",
-        "logger=csv", "trainer.accelerator=cpu", "data.progress=false",
+    cfg = compose_train([  # the asd-synth folder read as any local DCASE 2022 copy
+        "experiment=ae_baseline", "data=dcase2022", "data.batch_size=16", "trainer.max_epochs=15", "data.progress=false",
+        *local_copy(root, tmp_path),
     ], tmp_path / "run")
     metrics = train(cfg)
     # chance is 0.5: the AE must find the synthetic anomalies in the source domain, and the
