@@ -43,7 +43,23 @@ class ASDMethod(L.LightningModule):
         """Anomaly score per clip of a whole-clip batch, or None when an inlier model scores."""
         return None
 
+    def build_section_head(self, num_sections: int) -> torch.nn.Module:
+        """The layers whose size is the number of sections, for methods that classify sections
+        (they name the attribute in ``section_head``; see :meth:`init_section_head`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify sections")
+
     # -- shared ------------------------------------------------------------------
+    section_head: str | None = None  # attribute holding build_section_head's module, if any
+
+    def init_section_head(self, num_sections: int | None) -> None:
+        """In ``__init__``: build the section head now when ``num_sections`` is known, else in
+        :meth:`configure_model` once the datamodule tells the count."""
+        setattr(self, self.section_head, None if num_sections is None else self.build_section_head(num_sections))
+
+    def configure_model(self) -> None:
+        if self.section_head is not None and getattr(self, self.section_head, None) is None:
+            setattr(self, self.section_head, self.build_section_head(self.section_count()))
+
     def section_count(self) -> int:
         """``hparams.num_sections``, else the datamodule's number of section classes (then
         stored in the hyperparameters, so a checkpoint loads without the data)."""

@@ -169,6 +169,8 @@ class SectionIDFinetune(ASDMethod):
             same section, either domain) or ``any`` (any window of the batch).
     """
 
+    section_head = "classifier"
+
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  num_sections: int | None = None, encoder_ckpt: str | None = None, hidden: int = 128,
                  consistency_weight: float = 1.0, mixup_alpha: float = 0.5, mixup_partner: str = "section",
@@ -178,17 +180,11 @@ class SectionIDFinetune(ASDMethod):
             raise ValueError(f"mixup_partner must be 'section' or 'any', got {mixup_partner!r}")
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"], logger=False)
         self.encoder = encoder if encoder is not None else DGMixEncoder()
-        self.classifier: nn.Sequential | None = None
-        if num_sections is not None:
-            self._build(num_sections)
+        self.init_section_head(num_sections)
 
-    def _build(self, num_sections: int) -> None:
-        self.classifier = nn.Sequential(nn.Linear(self.encoder.embedding_dim, self.hparams.hidden), nn.ReLU(inplace=True),
-                                        nn.Linear(self.hparams.hidden, num_sections))
-
-    def configure_model(self) -> None:
-        if self.classifier is None:
-            self._build(self.section_count())
+    def build_section_head(self, num_sections: int) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(self.encoder.embedding_dim, self.hparams.hidden), nn.ReLU(inplace=True),
+                             nn.Linear(self.hparams.hidden, num_sections))
 
     def setup(self, stage: str) -> None:
         """Before training, start from the pre-trained encoder (a resumed run's checkpoint is

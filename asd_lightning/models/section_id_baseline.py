@@ -29,21 +29,17 @@ class SectionIDBaseline(ASDMethod):
     and then stored in the hyperparameters, so checkpoints load without the data.
     """
 
+    section_head = "net"  # the whole classifier: its last layer is sized by the sections
+
     def __init__(self, optimizer=None, scheduler=None, num_sections: int | None = None, width_mult: float = 0.5,
                  in_channels: int = 3, dropout: float = 0.2, eps: float = 1e-7) -> None:
         super().__init__(optimizer, scheduler)
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
-        self.net: MobileNetV2Classifier | None = None
-        if num_sections is not None:
-            self._build(num_sections)
+        self.init_section_head(num_sections)
 
-    def _build(self, num_sections: int) -> None:
+    def build_section_head(self, num_sections: int) -> MobileNetV2Classifier:
         h = self.hparams
-        self.net = MobileNetV2Classifier(num_sections, h.width_mult, h.in_channels, h.dropout)
-
-    def configure_model(self) -> None:
-        if self.net is None:
-            self._build(self.section_count())
+        return MobileNetV2Classifier(num_sections, h.width_mult, h.in_channels, h.dropout)
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.net.embed(features)

@@ -61,6 +61,8 @@ class TwoBCEOutlierExposure(ASDMethod):
             turns it off).
     """
 
+    section_head = "g_product"
+
     def __init__(self, encoder: nn.Module, optimizer=None, scheduler=None, num_sections: int | None = None,
                  product_weight: float = 10.0, machine_weight: float = 1.0, outlier_product_targets: str = "ignore",
                  mixup_alpha: float = 0.2, mixup_prob: float = 1.0, mixup_prob_end: float | None = None,
@@ -78,16 +80,10 @@ class TwoBCEOutlierExposure(ASDMethod):
         self.g_affine = nn.Linear(1, 1)
         with torch.no_grad():  # start with "larger norm = target machine" (the paper's geometry)
             self.g_affine.weight.abs_()
-        self.g_product: nn.Linear | None = None
-        if num_sections is not None:
-            self._build(num_sections)
+        self.init_section_head(num_sections)
 
-    def _build(self, num_sections: int) -> None:
-        self.g_product = nn.Linear(self.encoder.embedding_dim, num_sections, bias=False)
-
-    def configure_model(self) -> None:
-        if self.g_product is None:
-            self._build(self.section_count())
+    def build_section_head(self, num_sections: int) -> nn.Linear:
+        return nn.Linear(self.encoder.embedding_dim, num_sections, bias=False)
 
     # -- the method ----------------------------------------------------------------
     def embed(self, features: torch.Tensor) -> torch.Tensor:
