@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from asd_lightning.data import DCASE2021DataModule, DCASE2022DataModule
-from asd_lightning.data.samplers import OutlierExposureBatchSampler, SameMachinePairBatchSampler
+from asd_lightning.data import samplers
+from asd_lightning.data.samplers import (
+    EqualLengthBatchSampler,
+    OutlierExposureBatchSampler,
+    SameMachinePairBatchSampler,
+)
 from conftest import make_2022, write_wav
 
 
@@ -127,7 +132,7 @@ def test_same_machine_pair_batches(big_2022: Path, tmp_path: Path) -> None:
         assert torch.equal(batch["machine"][:3], batch["machine"][3:])
 
 
-def test_samplers_are_deterministic_per_epoch_and_shard() -> None:
+def test_samplers_are_deterministic_per_epoch() -> None:
     sampler = OutlierExposureBatchSampler(np.array([1] * 10 + [0] * 7), batch_size=4, seed=3)
     first = list(sampler)
     assert first == list(sampler) and len(first) == len(sampler) == 5
@@ -139,6 +144,40 @@ def test_samplers_are_deterministic_per_epoch_and_shard() -> None:
     for batch in pairs:
         machine = [0 if i < 6 else 1 for i in batch]
         assert machine[:2] == machine[2:]
+
+
+def per_rank(sampler, world: int, monkeypatch) -> list[list[list[int]]]:
+    """The batches each of ``world`` DDP ranks draws from ``sampler`` this epoch."""
+    shards = []
+    for rank in range(world):
+        monkeypatch.setattr(samplers, "_rank_and_world", lambda rank=rank: (rank, world))
+        shards.append(list(sampler))
+        assert len(shards[-1]) == len(sampler)
+    monkeypatch.setattr(samplers, "_rank_and_world", lambda: (0, 1))
+    return shards
+
+
+def test_training_samplers_split_an_epoch_between_ranks(monkeypatch) -> None:
+    for sampler in (OutlierExposureBatchSampler(np.array([1] * 22 + [0] * 7), batch_size=4, seed=3),
+                    SameMachinePairBatchSampler(np.array([0] * 12 + [1] * 9), batch_size=4, seed=1)):
+        sampler.set_epoch(2)
+        whole = list(sampler)  # 11 and 10 batches: the last one is left out on 2 ranks
+        shards = per_rank(sampler, 2, monkeypatch)
+        assert len(shards[0]) == len(shards[1]) == len(whole) // 2  # equal steps, or DDP hangs
+        firsts = [tuple(b) for shard in shards for b in shard]
+        assert len(set(firsts)) == len(firsts) and set(firsts) <= {tuple(b) for b in whole}
+        half = sampler.half  # the first halves (target clips, first partners) are disjoint across ranks
+        seen = [i for shard in shards for b in shard for i in b[:half]]
+        assert len(seen) == len(set(seen)) == 2 * (len(whole) // 2) * half
+
+
+def test_evaluation_sampler_gives_every_clip_to_exactly_one_rank(monkeypatch) -> None:
+    lengths = np.array([160] * 7 + [320] * 4)
+    sampler = EqualLengthBatchSampler(lengths, batch_size=3)
+    shards = per_rank(sampler, 3, monkeypatch)
+    clips = sorted(i for shard in shards for b in shard for i in b)
+    assert clips == list(range(len(lengths)))
+    assert all(len(set(lengths[b])) == 1 for shard in shards for b in shard)
 
 
 def test_2021_module_reads_domain_test_folders(tmp_path: Path) -> None:
