@@ -161,11 +161,11 @@ def test_training_samplers_split_an_epoch_between_ranks(monkeypatch) -> None:
     for sampler in (OutlierExposureBatchSampler(np.array([1] * 22 + [0] * 7), batch_size=4, seed=3),
                     SameMachinePairBatchSampler(np.array([0] * 12 + [1] * 9), batch_size=4, seed=1)):
         sampler.set_epoch(2)
-        whole = list(sampler)  # 11 and 10 batches: the last one is left out on 2 ranks
+        whole = list(sampler)  # 11 batches (2 ranks leave the 11th out) and 10
         shards = per_rank(sampler, 2, monkeypatch)
         assert len(shards[0]) == len(shards[1]) == len(whole) // 2  # equal steps, or DDP hangs
-        firsts = [tuple(b) for shard in shards for b in shard]
-        assert len(set(firsts)) == len(firsts) and set(firsts) <= {tuple(b) for b in whole}
+        batches = [tuple(b) for shard in shards for b in shard]
+        assert len(set(batches)) == len(batches) and set(batches) <= {tuple(b) for b in whole}
         half = sampler.half  # the first halves (target clips, first partners) are disjoint across ranks
         seen = [i for shard in shards for b in shard for i in b[:half]]
         assert len(seen) == len(set(seen)) == 2 * (len(whole) // 2) * half
