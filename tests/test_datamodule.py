@@ -125,10 +125,12 @@ def test_outlier_exposure_batches_are_one_to_one(big_2022: Path, tmp_path: Path)
 
 
 def test_same_machine_pair_batches(big_2022: Path, tmp_path: Path) -> None:
-    dm = module(big_2022, tmp_path, machine_types=["fan", "valve"], sampler="same_machine_pairs", batch_size=6)
+    # batch_size counts pairs: 3 first items + their 3 partners of the same machine type
+    dm = module(big_2022, tmp_path, machine_types=["fan", "valve"], sampler="same_machine_pairs", batch_size=3)
     batches = list(dm.train_dataloader())
     assert len(batches) > 0
     for batch in batches:
+        assert len(batch["machine"]) == 6
         assert torch.equal(batch["machine"][:3], batch["machine"][3:])
 
 
@@ -140,7 +142,7 @@ def test_samplers_are_deterministic_per_epoch() -> None:
     assert list(sampler) != first
     targets = sorted(i for batch in first for i in batch[:2])
     assert targets == list(range(10))
-    pairs = SameMachinePairBatchSampler(np.array([0] * 6 + [1] * 4), batch_size=4, seed=0)
+    pairs = SameMachinePairBatchSampler(np.array([0] * 6 + [1] * 4), pairs=2, seed=0)
     for batch in pairs:
         machine = [0 if i < 6 else 1 for i in batch]
         assert machine[:2] == machine[2:]
@@ -159,7 +161,7 @@ def per_rank(sampler, world: int, monkeypatch) -> list[list[list[int]]]:
 
 def test_training_samplers_split_an_epoch_between_ranks(monkeypatch) -> None:
     for sampler in (OutlierExposureBatchSampler(np.array([1] * 22 + [0] * 7), batch_size=4, seed=3),
-                    SameMachinePairBatchSampler(np.array([0] * 12 + [1] * 9), batch_size=4, seed=1)):
+                    SameMachinePairBatchSampler(np.array([0] * 12 + [1] * 9), pairs=2, seed=1)):
         sampler.set_epoch(2)
         whole = list(sampler)  # 11 batches (2 ranks leave the 11th out) and 10
         shards = per_rank(sampler, 2, monkeypatch)

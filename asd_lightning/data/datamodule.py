@@ -25,16 +25,18 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
 from asd_lightning.data.clip_index import build_clip_index
 from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.data.samplers import (
+    EpochBatchSampler,
     EqualLengthBatchSampler,
     OutlierExposureBatchSampler,
     SameMachinePairBatchSampler,
+    ShuffledBatchSampler,
 )
 from asd_lightning.features.log_mel import LogMel
 from asd_lightning.features.segments import normalize_int16, segment_clips
@@ -67,10 +69,14 @@ class DCASEDataModule(L.LightningDataModule):
         train_domains: domains of the training clips to use.
         val_fraction: share of training clips held out for validation, stratified by
             machine type, section and domain.
-        batch_size / eval_batch_size: crops per training batch / whole clips per test batch.
+        batch_size / eval_batch_size: crops per training batch (pairs per batch for
+            ``same_machine_pairs``, i.e. the ``N`` of each DG-Mix branch) / whole clips per
+            test batch.
         sampler: ``random``, ``same_machine_pairs`` or ``target_vs_outliers`` (1:1).
         features: :class:`~asd_lightning.features.log_mel.LogMel` settings.
-        train_crop: ``{seconds: s}`` or ``{frames: n}`` (n log-mel frames) per training item.
+        train_crop: ``{seconds: s}`` or ``{frames: n}`` (n log-mel frames) per training item;
+            ``per_clip``: ``all`` (every window ``hop`` apart, in the same unit, per epoch) or
+            the number of random crops per clip and epoch (default 1).
         test_segments: how a whole clip becomes model inputs (see module docstring).
         amplitude_norm: normalise waveforms per machine type to zero mean, unit variance.
         cache_dir: where decoded caches live.
@@ -134,6 +140,12 @@ class DCASEDataModule(L.LightningDataModule):
         self.decode_options = DecodeOptions(**(decode or {}))
         self.frontend = LogMel(sample_rate=self.decode_options.sample_rate, **(features or {}))
         self.train_crop = dict(train_crop or {"seconds": 2.0})
+        per_clip = self.train_crop.get("per_clip", 1)
+        if per_clip == "all" and not self.train_crop.get("hop"):
+            raise ValueError("data.train_crop.per_clip=all needs the window hop: set data.train_crop.hop "
+                             "(in the unit of the crop, frames or seconds)")
+        if per_clip != "all" and (not str(per_clip).isdigit() or int(per_clip) < 1):
+            raise ValueError(f"data.train_crop.per_clip must be 'all' or a positive number, got {per_clip!r}")
         self.test_segments = dict(test_segments or {"kind": "clip"})
         self.amplitude_norm = amplitude_norm
         self.cache_dir = Path(cache_dir).expanduser()
@@ -274,42 +286,63 @@ class DCASEDataModule(L.LightningDataModule):
             keep = keep & self.clips["machine"].isin(self.machine_types).to_numpy()
         return np.flatnonzero(keep)
 
+    def _crop_length(self, amount: float) -> int:
+        """``amount`` in the unit of ``train_crop`` (log-mel frames or seconds) as samples."""
+        if "frames" in self.train_crop:
+            return self.frontend.samples_for_frames(int(amount))
+        return int(round(float(amount) * self.decode_options.sample_rate))
+
     @property
     def crop_samples(self) -> int:
+        return self._crop_length(self.train_crop["frames" if "frames" in self.train_crop else "seconds"])
+
+    @property
+    def crop_hop_samples(self) -> int | None:
+        """Samples between the windows of ``train_crop.per_clip: all`` (``hop`` frames apart
+        give the same frames as the whole clip's log-mel windows ``hop`` frames apart)."""
+        if "hop" not in self.train_crop:
+            return None
+        hop = self.train_crop["hop"]
         if "frames" in self.train_crop:
-            return self.frontend.samples_for_frames(int(self.train_crop["frames"]))
-        return int(round(float(self.train_crop["seconds"]) * self.decode_options.sample_rate))
+            return int(hop) * self.frontend.hop_length
+        return int(round(float(hop) * self.decode_options.sample_rate))
+
+    def crop_dataset(self, subset: str, random: bool) -> CropDataset:
+        """The ``train`` or ``val`` clips as :class:`CropDataset` items per ``train_crop``."""
+        return CropDataset(self.table, self.rows(subset), self.crop_samples, random=random, seed=self.seed,
+                           per_clip=self.train_crop.get("per_clip", 1), hop_samples=self.crop_hop_samples)
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
+        # own generator: creating a loader iterator must not draw from the global torch RNG,
+        # which the methods' mixup uses (results would depend on num_workers)
         return DataLoader(dataset, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, **kwargs)
+                          persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed), **kwargs)
 
     def _crop_loader(self, dataset: CropDataset, **kwargs) -> DataLoader:
         return self._loader(dataset, collate_fn=collate_crops, **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
-        rows = self.rows("train")
-        dataset = CropDataset(self.table, rows, self.crop_samples, random=True)
-        if self.sampler == "same_machine_pairs":
-            machine = self.table.meta["machine"].numpy()[rows]
-            return self._crop_loader(dataset, batch_sampler=SameMachinePairBatchSampler(machine, self.batch_size, self.seed))
+    def train_batch_sampler(self, dataset: CropDataset) -> EpochBatchSampler:
+        """The ``sampler`` of the training loader over ``dataset``'s items (all shard
+        themselves under DDP: ``use_distributed_sampler: false``)."""
+        if self.sampler == "same_machine_pairs":  # batch_size pairs, i.e. N per branch
+            return SameMachinePairBatchSampler(self.table.meta["machine"].numpy()[dataset.rows], self.batch_size,
+                                               self.seed)
         if self.sampler == "target_vs_outliers":
-            is_target = self.table.meta["is_target"].numpy()[rows]
-            return self._crop_loader(dataset, batch_sampler=OutlierExposureBatchSampler(is_target, self.batch_size, self.seed))
-        world = self.trainer.world_size if self.trainer is not None else 1
-        drop_last = -(-len(rows) // world) > self.batch_size  # keep a lone partial batch per rank
-        if world > 1:  # the trainer leaves sharding to us (use_distributed_sampler: false)
-            sampler = DistributedSampler(dataset, shuffle=True, seed=self.seed, drop_last=drop_last)
-            return self._crop_loader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=drop_last)
-        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=True, drop_last=drop_last)
+            return OutlierExposureBatchSampler(self.table.meta["is_target"].numpy()[dataset.rows], self.batch_size,
+                                               self.seed)
+        return ShuffledBatchSampler(len(dataset), self.batch_size, self.seed)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.crop_dataset("train", random=True)
+        return self._crop_loader(dataset, batch_sampler=self.train_batch_sampler(dataset))
 
     def val_dataloader(self) -> DataLoader | list:
-        rows = self.rows("val")
-        if len(rows) == 0:
+        if len(self.rows("val")) == 0:
             return []
-        dataset = CropDataset(self.table, rows, self.crop_samples, random=False, seed=self.seed)
-        # not sharded: under DDP every rank sees every validation crop, so the synced loss is exact
-        return self._crop_loader(dataset, batch_size=self.batch_size, shuffle=False)
+        # not sharded: under DDP every rank sees every validation crop, so the synced loss is exact;
+        # with per_clip: all, every window of the held-out clips
+        return self._crop_loader(self.crop_dataset("val", random=False), batch_size=self.batch_size, shuffle=False)
 
     def clip_dataloader(self, subset: str = "test", targets_only: bool = False) -> DataLoader:
         """Whole clips of a subset (``train``, ``val``, ``fit`` or ``test``) in equal-length batches."""

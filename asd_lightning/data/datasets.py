@@ -41,24 +41,44 @@ class ClipTable:
 
 
 class CropDataset(Dataset):
-    """Fixed-length crops of the clips ``rows`` of ``table``.
+    """Fixed-length crops of the clips ``rows`` of ``table``: ``per_clip`` items per clip.
 
-    ``random=True`` draws a new crop position every time (training); otherwise the position
-    is fixed per clip from ``seed`` (validation), so validation losses are comparable.
+    * ``per_clip="all"``: every window of every clip, at starts ``0, hop, 2 hop, ...`` (all
+      that fit): an epoch sees each window once (the DG-Mix / DCASE MobileNetV2 setting);
+    * ``per_clip=N``: ``N`` crops per clip at random positions (``random=True``, training) or at
+      positions fixed per item from ``seed`` (``random=False``, validation, so validation losses
+      are comparable).
+
+    Random positions are drawn per batch from ``(seed, epoch, batch number)``, the key the
+    training batch samplers attach (:class:`~asd_lightning.data.samplers.KeyedBatch`), so they
+    do not depend on the loader workers; a batch without a key draws from torch's RNG.
     """
 
     def __init__(self, table: ClipTable, rows: np.ndarray, crop_samples: int, random: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, per_clip: int | str = 1, hop_samples: int | None = None) -> None:
         self.table = table
-        self.rows = np.asarray(rows, dtype=np.int64)
+        self.clip_rows = np.asarray(rows, dtype=np.int64)
         self.crop_samples = int(crop_samples)
-        self.random = random
         self.seed = seed
-        room = self._room(self.rows)
-        # fixed positions (validation) are drawn once, per item from (seed, item)
-        self.fixed_starts = None if random else np.array(
-            [np.random.default_rng((seed, i)).integers(0, r + 1) if r else 0 for i, r in enumerate(room)],
-            dtype=np.int64)
+        room = np.maximum(self.table.lengths[self.clip_rows] - self.crop_samples, 0)
+        if per_clip == "all":
+            if not hop_samples or hop_samples < 1:
+                raise ValueError(f"per_clip='all' needs a window hop of at least one sample, got {hop_samples}")
+            counts = room // hop_samples + 1
+            self.rows = np.repeat(self.clip_rows, counts)
+            self.fixed_starts = np.concatenate([np.arange(c) * hop_samples for c in counts]).astype(np.int64) \
+                if len(counts) else np.zeros(0, dtype=np.int64)
+            self.random = False
+        else:
+            per_clip = int(per_clip)
+            if per_clip < 1:
+                raise ValueError(f"per_clip must be 'all' or a positive number, got {per_clip}")
+            self.rows = np.tile(self.clip_rows, per_clip)
+            self.random = random
+            # fixed positions (validation) are drawn once, per item from (seed, item)
+            self.fixed_starts = None if random else np.array(
+                [np.random.default_rng((seed, i)).integers(0, r + 1) if r else 0
+                 for i, r in enumerate(np.tile(room, per_clip))], dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -66,17 +86,20 @@ class CropDataset(Dataset):
     def _room(self, rows: np.ndarray) -> np.ndarray:
         return np.maximum(self.table.lengths[rows] - self.crop_samples, 0)
 
-    def _starts(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _starts(self, items: np.ndarray, rows: np.ndarray, key: tuple[int, int] | None) -> np.ndarray:
         if self.fixed_starts is not None:
             return self.fixed_starts[items]
-        # uniform on 0..room; torch's RNG is seeded per worker
-        return (torch.rand(len(rows), dtype=torch.float64).numpy() * (self._room(rows) + 1)).astype(np.int64)
+        room = self._room(rows) + 1
+        if key is None:  # uniform on 0..room; torch's RNG is seeded per worker
+            return (torch.rand(len(rows), dtype=torch.float64).numpy() * room).astype(np.int64)
+        return np.random.default_rng((self.seed, *key)).integers(0, room)
 
     def __getitems__(self, items: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (PyTorch's batched fetch); :func:`collate_crops` passes it on."""
+        key = getattr(items, "key", None)
         items = np.asarray(items, dtype=np.int64)
         rows = self.rows[items]
-        starts = self._starts(items, rows)
+        starts = self._starts(items, rows, key)
         wave = np.stack([self.table.crop(r, s, self.crop_samples) for r, s in zip(rows.tolist(), starts.tolist())])
         index = torch.from_numpy(rows)
         return {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}

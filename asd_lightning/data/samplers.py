@@ -1,8 +1,17 @@
-"""Batch samplers the methods need: equal-length evaluation batches, same-machine pairs,
-and target machine vs other machine types at 1:1 (outlier exposure).
+"""Batch samplers of the training and evaluation loaders: shuffled batches, same-machine
+pairs, target machine vs other machine types at 1:1 (outlier exposure), and equal-length
+evaluation batches.
 
-All are deterministic per ``seed`` and epoch (Lightning calls ``set_epoch``) and split the
-batches of an epoch across DDP ranks (each rank takes every ``world_size``-th batch).
+Every training sampler is a function of ``(seed, epoch)`` only, so that
+
+* Lightning's epoch hook reaches it: Lightning calls ``set_epoch`` on
+  ``dataloader.batch_sampler.sampler``, and :attr:`EpochBatchSampler.sampler` is the batch
+  sampler itself (a batch sampler without it stays at epoch 0 forever);
+* each batch carries its random key ``(epoch, batch number)`` (:class:`KeyedBatch`), from
+  which the dataset draws the crop positions: results do not depend on the number of loader
+  workers, and a resumed run draws what the uninterrupted run drew;
+* under DDP each rank takes every ``world_size``-th batch of the same epoch plan: the ranks'
+  batches are disjoint and equal in number.
 """
 
 from __future__ import annotations
@@ -14,70 +23,97 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 
+OUTLIER_STREAM = 1  # spawn key of the outlier permutations' seed sequences
+
+
 def _rank_and_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
-class _EpochBatchSampler(Sampler[list[int]]):
-    """Base: subclasses build an epoch's list of batches; this shards it across ranks."""
+class KeyedBatch(list):
+    """The dataset items of one batch plus ``key = (epoch, batch number)``: the seed of the
+    batch's random crop positions (see :meth:`CropDataset.__getitems__`)."""
+
+    def __init__(self, items, key: tuple[int, int]) -> None:
+        super().__init__(items)
+        self.key = key
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Base: a subclass plans an epoch's batches from an RNG seeded by ``(seed, epoch)``; this
+    shards them across DDP ranks and keys them."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed = int(seed)
         self.epoch = 0
 
+    @property
+    def sampler(self) -> "EpochBatchSampler":
+        """What Lightning calls ``set_epoch`` on (``dataloader.batch_sampler.sampler``)."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch = int(epoch)
 
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _num_batches(self) -> int:
+        raise NotImplementedError
+
+    def epoch_plan(self) -> list[list[int]]:
+        """All batches of the current epoch, before sharding."""
+        return self._batches(np.random.default_rng((self.seed, self.epoch)))
+
+    def __iter__(self) -> Iterator[KeyedBatch]:
         rank, world = _rank_and_world()
-        batches = self._batches(np.random.default_rng((self.seed, self.epoch)))
-        usable = len(batches) - len(batches) % world if world > 1 else len(batches)
-        return iter(batches[rank:usable:world])
+        batches = self.epoch_plan()
+        usable = len(batches) - len(batches) % world
+        return iter([KeyedBatch(batches[b], (self.epoch, b)) for b in range(rank, usable, world)])
 
     def __len__(self) -> int:
         _, world = _rank_and_world()
         return self._num_batches() // world
 
-    def _num_batches(self) -> int:
-        raise NotImplementedError
 
+class ShuffledBatchSampler(EpochBatchSampler):
+    """A new permutation of ``num_items`` every epoch, cut into batches of ``batch_size``.
 
-class EqualLengthBatchSampler(_EpochBatchSampler):
-    """Sequential batches of clips that share a length, so whole clips stack without padding."""
+    The last, partial batch is dropped when there is at least one full batch per rank (a batch
+    of one breaks BatchNorm); otherwise it is kept, so tiny data still trains.
+    """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int) -> None:
-        super().__init__()
-        self.batches: list[list[int]] = []
-        lengths = np.asarray(lengths)
-        for length in np.unique(lengths):
-            members = np.flatnonzero(lengths == length)
-            self.batches += [members[i:i + batch_size].tolist() for i in range(0, len(members), batch_size)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        rank, world = _rank_and_world()
-        return iter(self.batches[rank::world])  # evaluation: every clip exactly once overall
-
-    def __len__(self) -> int:
-        rank, world = _rank_and_world()
-        return len(self.batches[rank::world])
-
-
-class SameMachinePairBatchSampler(_EpochBatchSampler):
-    """Batches of ``batch_size`` (even) indices where items ``k`` and ``k + batch_size // 2``
-    come from the same machine type: the mixing partners of DG-Mix. Each batch holds one
-    machine type; every clip appears once per epoch as a first partner."""
-
-    def __init__(self, machine: np.ndarray, batch_size: int, seed: int = 0, drop_last: bool = True) -> None:
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0) -> None:
         super().__init__(seed)
-        if batch_size < 2 or batch_size % 2:
-            raise ValueError(f"batch_size must be even and >= 2 for pairs, got {batch_size}")
+        if batch_size < 1 or num_items < 1:
+            raise ValueError(f"need items and a positive batch size, got {num_items} items, batch {batch_size}")
+        self.num_items = int(num_items)
+        self.batch_size = int(batch_size)
+
+    def _num_batches(self) -> int:
+        full = self.num_items // self.batch_size
+        _, world = _rank_and_world()
+        return full if full >= world else -(-self.num_items // self.batch_size)
+
+    def _batches(self, rng: np.random.Generator) -> list[list[int]]:
+        order = rng.permutation(self.num_items)
+        return [order[b * self.batch_size:(b + 1) * self.batch_size].tolist() for b in range(self._num_batches())]
+
+
+class SameMachinePairBatchSampler(EpochBatchSampler):
+    """Batches of ``pairs`` pairs (``2 * pairs`` items) where items ``k`` and ``k + pairs``
+    come from the same machine type: the mixing partners of DG-Mix, so ``pairs`` is the
+    ``N`` of each of its branches. Each batch holds one machine type; every item appears once
+    per epoch as a first partner, its partner is drawn from the whole machine type."""
+
+    def __init__(self, machine: np.ndarray, pairs: int, seed: int = 0, drop_last: bool = True) -> None:
+        super().__init__(seed)
+        if pairs < 1:
+            raise ValueError(f"a pair batch needs at least one pair, got {pairs}")
         self.groups = [np.flatnonzero(machine == m) for m in np.unique(machine)]
-        self.half = batch_size // 2
+        self.half = int(pairs)
         self.drop_last = drop_last
 
     def _num_batches(self) -> int:
@@ -98,11 +134,13 @@ class SameMachinePairBatchSampler(_EpochBatchSampler):
         return [batches[i] for i in order]
 
 
-class OutlierExposureBatchSampler(_EpochBatchSampler):
-    """Half target-machine clips, half clips of other machine types in every batch (1:1).
+class OutlierExposureBatchSampler(EpochBatchSampler):
+    """Half target-machine items, half items of other machine types in every batch (1:1).
 
-    An epoch visits every target clip once; outliers are drawn without replacement and
-    reshuffled when exhausted.
+    An epoch visits every target item once. The other machine types' items form one stream
+    across epochs (a new permutation each time the stream has passed them all), and epoch
+    ``e`` takes its next stretch: every pseudo-anomaly is seen before any is seen twice,
+    however few an epoch needs.
     """
 
     def __init__(self, is_target: np.ndarray, batch_size: int, seed: int = 0, drop_last: bool = True) -> None:
@@ -121,12 +159,43 @@ class OutlierExposureBatchSampler(_EpochBatchSampler):
         n = len(self.targets)
         return n // self.half if self.drop_last else -(-n // self.half)
 
+    def outlier_stream(self, start: int, count: int) -> np.ndarray:
+        """Positions ``start .. start + count`` of the endless stream of outlier permutations
+        (permutation ``c`` from its own seed sequence, independent of the epoch RNG)."""
+        n = len(self.outliers)
+        cycles = range(start // n, (start + count - 1) // n + 1)
+        seeds = [np.random.SeedSequence(self.seed, spawn_key=(OUTLIER_STREAM, c)) for c in cycles]
+        stream = np.concatenate([np.random.default_rng(s).permutation(self.outliers) for s in seeds])
+        offset = start - cycles[0] * n
+        return stream[offset:offset + count]
+
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
         targets = rng.permutation(self.targets)
-        needed = self._num_batches() * self.half
-        outliers = np.concatenate([rng.permutation(self.outliers) for _ in range(-(-needed // len(self.outliers)))])
-        batches = []
-        for b in range(self._num_batches()):
-            chunk = targets[b * self.half:(b + 1) * self.half]
-            batches.append(chunk.tolist() + outliers[b * self.half:b * self.half + len(chunk)].tolist())
+        chunks = [targets[b * self.half:(b + 1) * self.half] for b in range(self._num_batches())]
+        needed = sum(len(c) for c in chunks)
+        outliers = self.outlier_stream(self.epoch * needed, needed)
+        batches, used = [], 0
+        for chunk in chunks:
+            batches.append(chunk.tolist() + outliers[used:used + len(chunk)].tolist())
+            used += len(chunk)
         return batches
+
+
+class EqualLengthBatchSampler(Sampler[list[int]]):
+    """Sequential batches of clips that share a length, so whole clips stack without padding;
+    under DDP every clip goes to exactly one rank."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int) -> None:
+        self.batches: list[list[int]] = []
+        lengths = np.asarray(lengths)
+        for length in np.unique(lengths):
+            members = np.flatnonzero(lengths == length)
+            self.batches += [members[i:i + batch_size].tolist() for i in range(0, len(members), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rank, world = _rank_and_world()
+        return iter(self.batches[rank::world])
+
+    def __len__(self) -> int:
+        rank, world = _rank_and_world()
+        return len(self.batches[rank::world])

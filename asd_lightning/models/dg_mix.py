@@ -118,17 +118,25 @@ class DGMixPretrain(_Pretrain):
 
 class VICRegPretrain(_Pretrain):
     """VICReg with SpecAugment views (the DG-Mix paper's Table 3 comparison): two augmented
-    views of the same windows; invariance (MSE), variance and covariance, weights 25, 25, 1."""
+    views of the same windows; invariance (MSE), variance and covariance, weights 25, 25, 1.
+
+    Like for like with :class:`DGMixPretrain`: with ``pair_batches`` (default) it reads the
+    same pair batches from the same sampler and takes their first halves, the windows DG-Mix
+    calls ``X``, so both methods see the same ``N`` windows per branch, the same number of
+    steps and the same schedule; ``pair_batches=False`` uses every window of the batch.
+    """
 
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  invariance_weight: float = 25.0, variance_weight: float = 25.0, covariance_weight: float = 1.0,
                  augment: nn.Module | None = None, expander_width: int = 1280, expander_layers: int = 3,
-                 expander_norm_last: bool = False) -> None:
+                 expander_norm_last: bool = False, pair_batches: bool = True) -> None:
         super().__init__(encoder, optimizer, scheduler, expander_width, expander_layers, expander_norm_last)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler", "augment"], logger=False)
         self.augment = augment if augment is not None else SpecAugment()
 
     def losses(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.hparams.pair_batches:
+            features = features[: len(features) // 2]
         if len(features) < 2:
             raise ValueError("VICReg needs at least 2 windows per batch")
         z, z_other = self.project(self.augment(features), self.augment(features))

@@ -28,7 +28,7 @@ class SpecAugment(nn.Module):
     ``warp`` frames first (0 = off)."""
 
     def __init__(self, freq_masks: int = 2, freq_width: int = 16, time_masks: int = 2, time_width: int = 8,
-                 warp: int = 0) -> None:
+                 warp: int = 5) -> None:
         super().__init__()
         self.freq = torchaudio.transforms.FrequencyMasking(freq_width, iid_masks=True)
         self.time = torchaudio.transforms.TimeMasking(time_width, iid_masks=True)
