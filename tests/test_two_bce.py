@@ -106,11 +106,30 @@ def test_norm_head_gradient_reaches_the_encoder_and_settings_are_checked() -> No
         EfficientNetEmbedding(checkpoint_path="/nowhere.pth")
 
 
+def test_product_loss_under_mixup_counts_every_sample_with_target_audio_by_hand() -> None:
+    """Eq. 1 under mixup, the paper's rule: a sample counts with weight 1 when its mixed t > 0,
+    normalised by K times their number; the option ``t`` weights it by t instead."""
+    logits = torch.tensor([[0.0, 0.0], [2.0, -1.0], [1.0, 1.0], [-2.0, 0.5]])
+    t = torch.tensor([1.0, 0.1, 0.0, 0.7])  # a target; 10 % target audio; another machine; 70 %
+    y = torch.tensor([[1.0, 0.0], [0.1, 0.0], [0.0, 0.0], [0.0, 0.7]])
+    rows = [bce(0, 1) + bce(0, 0), bce(2, 0.1) + bce(-1, 0), bce(1, 0) + bce(1, 0), bce(-2, 0) + bce(0.5, 0.7)]
+    paper = tiny_model().product_weights(t)
+    assert paper.tolist() == [1.0, 1.0, 0.0, 1.0]
+    assert product_loss(logits, y, paper).item() == pytest.approx((rows[0] + rows[1] + rows[3]) / (2 * 3), rel=1e-6)
+    soft = tiny_model(product_weighting="t").product_weights(t)
+    assert product_loss(logits, y, soft).item() == pytest.approx(
+        (rows[0] + 0.1 * rows[1] + 0.7 * rows[3]) / (2 * 1.8), rel=1e-6)
+    assert tiny_model(outlier_product_targets="zeros").product_weights(t).tolist() == [1.0] * 4
+    with pytest.raises(ValueError, match="product_weighting"):
+        tiny_model(product_weighting="soft")
+
+
 def test_loss_weights_the_section_bce_by_t_or_counts_every_sample() -> None:
     features, t = torch.randn(4, 1, 32, 32), torch.tensor([1.0, 0.0, 0.6, 0.0])
     y = torch.tensor([[1.0, 0, 0], [0, 0, 0], [0, 0.6, 0], [0, 0, 0]])
-    for mode, weights in (("ignore", t), ("zeros", torch.ones(4))):
-        model = tiny_model(outlier_product_targets=mode).eval()
+    for mode, weighting, weights in (("ignore", "t", t), ("ignore", "target_present", (t > 0).float()),
+                                     ("zeros", "target_present", torch.ones(4))):
+        model = tiny_model(outlier_product_targets=mode, product_weighting=weighting).eval()
         with torch.no_grad():
             got = model.loss(features, t, y)
             machine_logits, product_logits = model.heads(model.embed(features))
@@ -183,3 +202,32 @@ def test_two_bce_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) ->
     metrics = train(cfg)
     assert metrics["test/official_score"] > 0.53
     assert metrics["test/auc_source_hmean"] > 0.6
+
+
+def test_paper_imagenet_weights_load_from_a_local_file_or_cache_only(tmp_path: Path, monkeypatch) -> None:
+    """``pretrained=True`` reads timm's tf_efficientnet_b0.ns_jft_in1k from the local Hugging Face
+    cache (here a fake checkpoint of random weights); without one it fails with a how-to, never
+    downloading; ``checkpoint_path`` reads any local file."""
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="model.encoder.checkpoint_path"):
+        EfficientNetEmbedding(pretrained=True)
+    torch.manual_seed(1)
+    fake = timm.create_model("tf_efficientnet_b0", num_classes=1000).state_dict()
+    repo = tmp_path / "hub" / "models--timm--tf_efficientnet_b0.ns_jft_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in fake.items()}, repo / "snapshots" / "abc123" / "model.safetensors")
+    loaded = EfficientNetEmbedding(pretrained=True).backbone.state_dict()
+    assert torch.equal(loaded["blocks.3.0.conv_pw.weight"], fake["blocks.3.0.conv_pw.weight"])
+    # one input channel: timm sums the RGB filters of the first convolution
+    assert torch.allclose(loaded["conv_stem.weight"], fake["conv_stem.weight"].sum(dim=1, keepdim=True), atol=1e-6)
+    torch.save(fake, tmp_path / "weights.pth")
+    from_file = EfficientNetEmbedding(in_channels=3, checkpoint_path=str(tmp_path / "weights.pth")).backbone
+    assert torch.equal(from_file.state_dict()["conv_stem.weight"], fake["conv_stem.weight"])

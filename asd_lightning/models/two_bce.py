@@ -7,11 +7,14 @@ batches against the target machine (``t = 1``):
 * machine type (eq. 2): ``g_affine`` on the squared norm (mean over dimensions,
   ``‖e‖² / D``, as the authors' code) → BCE against ``t``: other machines are pulled to the
   centre of the hypersphere;
-* product / section ID (eq. 1): ``g_product`` (linear, no bias) → one BCE per section,
-  weighted by ``t``: clips of other machines drop out, and in a mix of a target clip with
-  another machine's clip that part counts as an all-zero target; or, with
-  ``outlier_product_targets: zeros`` (the authors' code), every sample with weight 1 and
-  all-zero targets for the other machines.
+* product / section ID (eq. 1): ``g_product`` (linear, no bias) → one BCE per section on
+  the (mixed) section targets. Which samples count: by default, as the paper says under
+  mixup ("each sample applies Eq. 1 if the target machine type is included"), every sample
+  whose mixed ``t`` is above zero, with weight 1, normalised by ``K`` times their number
+  (``product_weighting: target_present``); ``product_weighting: t`` weights each sample by its
+  mixed ``t`` instead (a mix that is mostly another machine's audio barely counts). Without
+  mixup both are eq. 1 as written. ``outlier_product_targets: zeros`` (the authors' code)
+  counts every sample with weight 1, the other machines against all-zero targets.
 
 ``L = machine_weight · L_machine + λ · L_product``. Mixup (per-sample ``λ ~ Beta(α, α)``,
 partner from the same batch) mixes waveforms or features and ``t`` and the section targets
@@ -33,6 +36,7 @@ from asd_lightning.models.base import ASDMethod
 from asd_lightning.models.components.mixup import beta_lambdas, mix
 
 OUTLIER_TARGETS = ("ignore", "zeros")
+PRODUCT_WEIGHTINGS = ("target_present", "t")
 MIXUP_ON = ("wave", "features")
 
 
@@ -57,6 +61,8 @@ class TwoBCEOutlierExposure(ASDMethod):
             "only product IDs classification" ablation).
         outlier_product_targets: ``ignore`` (eq. 1: product loss on target samples only) or
             ``zeros`` (every sample, all-zero targets for the other machines).
+        product_weighting: with ``ignore``, which samples eq. 1 counts under mixup:
+            ``target_present`` (weight 1 where the mixed ``t > 0``: the paper) or ``t``.
         mixup_alpha, mixup_prob, mixup_prob_end, mixup_on: mixup settings (``mixup_prob: 0``
             turns it off).
     """
@@ -65,11 +71,13 @@ class TwoBCEOutlierExposure(ASDMethod):
 
     def __init__(self, encoder: nn.Module, optimizer=None, scheduler=None, num_sections: int | None = None,
                  product_weight: float = 10.0, machine_weight: float = 1.0, outlier_product_targets: str = "ignore",
-                 mixup_alpha: float = 0.2, mixup_prob: float = 1.0, mixup_prob_end: float | None = None,
+                 product_weighting: str = "target_present", mixup_alpha: float = 0.2, mixup_prob: float = 1.0, mixup_prob_end: float | None = None,
                  mixup_on: str = "wave") -> None:
         super().__init__(optimizer, scheduler)
         if outlier_product_targets not in OUTLIER_TARGETS:
             raise ValueError(f"outlier_product_targets must be one of {OUTLIER_TARGETS}, got {outlier_product_targets!r}")
+        if product_weighting not in PRODUCT_WEIGHTINGS:
+            raise ValueError(f"product_weighting must be one of {PRODUCT_WEIGHTINGS}, got {product_weighting!r}")
         if mixup_on not in MIXUP_ON:
             raise ValueError(f"mixup_on must be one of {MIXUP_ON}, got {mixup_on!r}")
         for name, p in (("mixup_prob", mixup_prob), ("mixup_prob_end", mixup_prob_end)):
@@ -103,7 +111,10 @@ class TwoBCEOutlierExposure(ASDMethod):
         return t, onehot * (section >= 0).float()[:, None]
 
     def product_weights(self, t: torch.Tensor) -> torch.Tensor:
-        return t if self.hparams.outlier_product_targets == "ignore" else torch.ones_like(t)
+        """Per-sample weights of eq. 1 (see the module docstring)."""
+        if self.hparams.outlier_product_targets == "zeros":
+            return torch.ones_like(t)
+        return t if self.hparams.product_weighting == "t" else (t > 0).to(t.dtype)
 
     def total(self, l_machine: torch.Tensor, l_product: torch.Tensor) -> torch.Tensor:
         """Eq. 3 (with the machine term's weight)."""
