@@ -108,7 +108,7 @@ def compose(experiment: str, root: Path, cache: Path, overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("train.yaml", overrides=[
-            f"experiment={experiment}", "data=synthetic", f"data.root={root}", f"data.cache_dir={cache}",
+            f"experiment={experiment}", "data=synthetic", "protocol=official", f"data.root={root}", f"data.cache_dir={cache}",
             "logger=none", *overrides])  # cfg.callbacks are not instantiated: only the timer runs
 
 

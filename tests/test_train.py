@@ -64,9 +64,12 @@ def test_two_bce_machine_configs_follow_table_i(tmp_path: Path) -> None:
         assert cfg.callbacks.inlier.aggregation == ("mean_above_median" if inlier == "GMMInlier" else "mean")
         assert (cfg.data.sampler, cfg.data.outlier_machine_types, cfg.trainer.max_epochs) == ("target_vs_outliers", "all", 300)
         assert cfg.callbacks.inlier.fit_subset == "val"
+        # the authors' AdamW without weight decay; eq. 1 under mixup counts samples with target audio
+        assert (cfg.model.optimizer.weight_decay, cfg.model.product_weighting) == (0.0, "target_present")
     # the Table III ablations on top of a machine's settings
     fan = compose_train(["experiment=two_bce/fan", "ablation=only_product"], tmp_path)
     assert (fan.model.machine_weight, fan.model.product_weight, fan.data.batch_size) == (0.0, 0.1, 32)
+    assert fan.model.outlier_product_targets == "zeros"  # other machines against all-zero targets (authors' code)
     fan = compose_train(["experiment=two_bce/fan", "ablation=wo_mixup"], tmp_path)
     assert (fan.model.mixup_prob, fan.callbacks.inlier.model.n_components) == (0.0, 16)
     fan = compose_train(["experiment=two_bce/fan", "ablation=wo_inlier"], tmp_path)

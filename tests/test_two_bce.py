@@ -176,7 +176,7 @@ TINY = ["data.features.n_mels=32", "data.features.n_fft=512", "data.features.hop
 @pytest.mark.parametrize("experiment", ["two_bce/fan", "two_bce_wo_inlier"])
 def test_two_bce_end_to_end(experiment: str, tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=8, n_test=2, seconds=1.5)
-    cfg = compose_train([f"experiment={experiment}", f"data.root={root}", "data.machine_types=[fan]",
+    cfg = compose_train([f"experiment={experiment}", "protocol=dcase2022", f"data.root={root}", "data.machine_types=[fan]",
                          "data.num_workers=0", f"data.cache_dir={tmp_path / 'cache'}", "logger=csv",
                          "trainer.accelerator=cpu", "callbacks.inlier.model.n_components=1"
                          if experiment == "two_bce/fan" else "tags=[tiny]", *TINY], tmp_path / "run")
@@ -193,7 +193,7 @@ def test_two_bce_end_to_end(experiment: str, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_bce_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
     """fan as the target machine, gearbox and valve as pseudo-anomalies; small CPU settings."""
-    cfg = compose_train(["experiment=two_bce/fan", "data=synthetic", f"data.root={tmp_path / 'synthetic'}",
+    cfg = compose_train(["experiment=two_bce/fan", "data=synthetic", "protocol=official", f"data.root={tmp_path / 'synthetic'}",
                          f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
                          "trainer.accelerator=cpu", "trainer.max_epochs=10", "data.features.n_mels=64",
                          "data.features.n_fft=1024", "data.train_crop.seconds=1.0", "data.test_segments.seconds=1.0",

@@ -129,7 +129,7 @@ class InlierModelCallback(OfficialScores):
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
         bundle_dir: where to write one :class:`~asd_lightning.deploy.ModelBundle` per machine
             type (``<bundle_dir>/<machine>``), for ``asd-score``; None writes none.
-        output_dir, decision_quantile: as for :class:`OfficialScores`.
+        output_dir, decision_quantile, protocol: as for :class:`OfficialScores`.
     """
 
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
@@ -138,8 +138,9 @@ class InlierModelCallback(OfficialScores):
                  threshold_folds: int = 5,
                  plots: bool = True,
                  projection: str = "pca", bundle_dir: str | Path | None = None,
-                 output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
-        super().__init__(output_dir, decision_quantile)
+                 output_dir: str | Path = "submission", decision_quantile: float = 0.9,
+                 protocol: str = "official") -> None:
+        super().__init__(output_dir, decision_quantile, protocol)
         if fit_subset not in FIT_SUBSETS:
             raise ValueError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
         if aggregation != "embedding_mean" and aggregation not in AGGREGATORS:

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from asd_lightning.metrics import evaluate, gamma_threshold, write_submission
+from asd_lightning.metrics.two_bce_measure import PROTOCOLS, TwoBCEMeasure
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,19 @@ class OfficialScores(L.Callback):
     Args:
         output_dir: folder for the submission and score tables (Hydra's run dir by default).
         decision_quantile: gamma quantile of training scores used as the decision threshold.
+        protocol: ``official`` (the DCASE table of the data's year) or ``two_bce`` (that table
+            plus the two-BCE paper's Table II measure, :class:`TwoBCEMeasure`, printed, logged
+            as ``test/two_bce/...`` and saved as ``two_bce_measure.json``).
     """
 
-    def __init__(self, output_dir: str | Path = "submission", decision_quantile: float = 0.9) -> None:
+    def __init__(self, output_dir: str | Path = "submission", decision_quantile: float = 0.9,
+                 protocol: str = "official") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.output_dir = Path(output_dir)
         self.decision_quantile = decision_quantile
+        self.protocol = protocol
+        self.measure: TwoBCEMeasure | None = None
         self._ids: list[int] = []
         self._scores: list[float] = []
         self.report = None
@@ -92,7 +101,7 @@ class OfficialScores(L.Callback):
         ``fit``: scores of the training clips, for the per-machine gamma decision thresholds.
         """
         datamodule = trainer.datamodule
-        self.report = None
+        self.report, self.measure = None, None
         clips = datamodule.clips.set_index("clip_id")
         thresholds = {}
         for machine, group in clips.loc[fit["clip_id"]].assign(score=fit["score"].to_numpy()).groupby("machine"):
@@ -106,6 +115,9 @@ class OfficialScores(L.Callback):
         else:
             self.report = evaluate(labelled, datamodule.year)
             metrics = self.report.metrics_dict(prefix="test/")
+            if self.protocol == "two_bce":
+                self.measure = TwoBCEMeasure.from_report(self.report)
+                metrics.update(self.measure.metrics_dict())
             pl_module.log_dict({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, rank_zero_only=True)
         if trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -114,4 +126,7 @@ class OfficialScores(L.Callback):
             if self.report is not None:
                 self.report.save(self.output_dir)
                 print(self.report.format_table())
+            if self.measure is not None:
+                self.measure.save(self.output_dir)
+                print(self.measure.format_table())
             log.info("submission files written to %s", self.output_dir.resolve())

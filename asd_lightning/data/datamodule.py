@@ -67,6 +67,8 @@ class DCASEDataModule(L.LightningDataModule):
             (``"all"`` = every other machine type found); empty for none.
         train_sections / test_sections: section numbers to use (None = all found).
         train_domains: domains of the training clips to use.
+        test_domains: domains of the test clips to score (None = all; anonymised evaluation
+            clips need the ground truth for their domain).
         val_fraction: share of training clips held out for validation, stratified by
             machine type, section and domain.
         batch_size / eval_batch_size: crops per training batch (pairs per batch for
@@ -98,6 +100,7 @@ class DCASEDataModule(L.LightningDataModule):
         train_sections: Sequence[int] | None = None,
         test_sections: Sequence[int] | None = None,
         train_domains: Sequence[str] = ("source", "target"),
+        test_domains: Sequence[str] | None = None,
         val_fraction: float = 0.1,
         batch_size: int = 32,
         eval_batch_size: int = 8,
@@ -126,7 +129,8 @@ class DCASEDataModule(L.LightningDataModule):
         self.outlier_machine_types = outlier_machine_types
         self.train_sections = None if train_sections is None else [int(s) for s in train_sections]
         self.test_sections = None if test_sections is None else [int(s) for s in test_sections]
-        self.train_domains = list(train_domains)
+        self.train_domains = self._domains(train_domains, "train_domains")
+        self.test_domains = None if test_domains is None else self._domains(test_domains, "test_domains")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
@@ -162,6 +166,13 @@ class DCASEDataModule(L.LightningDataModule):
         if year < 2020:
             raise ValueError(f"unsupported DCASE year {year}")
 
+    @staticmethod
+    def _domains(domains: Sequence[str], name: str) -> list[str]:
+        domains = [str(d) for d in domains]
+        if not domains or set(domains) - {"source", "target"}:
+            raise ValueError(f"data.{name} must name source and/or target, got {domains}")
+        return domains
+
     def _ensure_dataset(self) -> None:
         """With ``synthetic`` settings, (re)write the synthetic dataset unless ``root`` holds it."""
         if self.synthetic is not None:
@@ -194,6 +205,16 @@ class DCASEDataModule(L.LightningDataModule):
         outlier_train = train[train["machine"].isin(self.outlier_types)]
         test = index[(index["split"] == "test") & index["machine"].isin(self.machine_types)]
         test = test[sections_ok(test, self.test_sections)]
+        if self.test_domains is not None:
+            unknown = test[test["domain"] == "unknown"]
+            if not unknown.empty:
+                raise ValueError(f"data.test_domains={self.test_domains} needs the domain of every test clip, but "
+                                 f"{len(unknown)} are anonymised (e.g. {unknown['path'].iloc[0]}): pass the official "
+                                 "ground truth with data.ground_truth=<folder>")
+            test = test[test["domain"].isin(self.test_domains)]
+        if test.empty and (self.test_sections is not None or self.test_domains is not None):
+            raise ValueError(f"no test clips for {self.machine_types} (sections {self.test_sections}, domains "
+                             f"{self.test_domains or 'all'}) under {self.root}")
         if target_train.empty:
             raise ValueError(f"no training clips for {self.machine_types} (sections {self.train_sections}, "
                              f"domains {self.train_domains}) under {self.root}")

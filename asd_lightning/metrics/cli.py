@@ -20,6 +20,7 @@ import pandas as pd
 
 from asd_lightning.metrics.official import evaluate, group_keys
 from asd_lightning.metrics.submission import read_submission
+from asd_lightning.metrics.two_bce_measure import PROTOCOLS, TwoBCEMeasure
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +37,11 @@ def _parser() -> argparse.ArgumentParser:
         help="machine types to evaluate (default: every machine type that has score files)")
     add("--sections", nargs="+", type=int, metavar="N",
         help="section numbers (IDs in 2020) to evaluate (default: every section of the test clips)")
+    add("--domains", nargs="+", choices=["source", "target"],
+        help="domains of the test clips to evaluate (default: both; the two-BCE paper: source)")
+    add("--protocol", choices=PROTOCOLS, default="official",
+        help="two_bce adds the two-BCE paper's Table II measure (harmonic mean of AUC and pAUC per ID, "
+             "machine type and over all) to the official table")
     return parser
 
 
@@ -84,6 +90,14 @@ def main(argv: list[str] | None = None) -> int:
                                  sections=args.sections, ground_truth=args.ground_truth)
         if args.sections is not None:
             scores = scores[scores["section"].isin(args.sections)]
+        if args.domains is not None:
+            unknown = clips[clips["domain"] == "unknown"]
+            if len(unknown):
+                raise ValueError(f"--domains needs the domain of every test clip; {len(unknown)} are anonymised "
+                                 f"(e.g. {unknown['path'].iloc[0]}): pass --ground-truth")
+            clips = clips[clips["domain"].isin(args.domains)]
+            if "domain" in scores.columns and scores["domain"].isin(["source", "target"]).all():
+                scores = scores[scores["domain"].isin(args.domains)]
         absent = sorted(set(machines) - set(clips["machine"]))
         if absent:
             raise ValueError(f"machine type(s) {absent} have no test clips under {args.root}")
@@ -92,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(report.format_table())
         csv_path, json_path = report.save(args.out or args.scores)
         print(f"wrote {csv_path} and {json_path}")
+        if args.protocol == "two_bce":
+            measure = TwoBCEMeasure.from_report(report)
+            print(measure.format_table())
+            print(f"wrote {measure.save(args.out or args.scores)}")
     except (ValueError, OSError, ImportError) as error:
         message = " ".join(str(error).split())
         print(f"asd-evaluate: error: {message}", file=sys.stderr)
