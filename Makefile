@@ -6,16 +6,17 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA ?= data/synthetic2022
 DEMO_EXPERIMENT ?= mobilenetv2_baseline
-DEMO_EPOCHS ?= 20
+DEMO_EPOCHS ?= 3
 DEMO_CALLBACKS ?= inlier
 
-.PHONY: install demo test test-fast bench clean-logs help
+.PHONY: install demo test test-fast bench gpu-check clean-logs help
 
 help:
 	@echo "make demo       set up, write the synthetic dataset, train the MobileNetV2 baseline, fit the inlier models, print the official scores"
 	@echo "make test       set up and run the whole test suite"
 	@echo "make test-fast  set up and run the tests not marked slow"
 	@echo "make bench      data-pipeline benchmark (writes benchmarks/data_pipeline.json)"
+	@echo "make gpu-check  throughput, profile and a GPU-budget method comparison (benchmarks/gpu_check.sh)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required, found " + sys.version' 
@@ -40,6 +41,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/data_pipeline.py --out benchmarks/data_pipeline.json
+
+gpu-check: $(STAMP)
+	bash benchmarks/gpu_check.sh
 
 clean-logs:
 	rm -rf logs

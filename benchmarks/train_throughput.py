@@ -12,7 +12,10 @@ optimiser, precision and trainer:
 
 Both skip ``--warmup`` steps (cuDNN autotuning, worker start-up) before timing ``--steps``
 steps, synchronising the GPU at both ends. It prints both rates (samples/s) and their ratio
-(goal ≥ 0.85) and the estimated time of ``--epochs`` epochs over ``--epoch-clips`` clips.
+(goal ≥ 0.85) and the estimated time of the paper's run: ``--epochs`` (default: the
+experiment's ``trainer.max_epochs``) epochs over ``--epoch-clips`` clips of
+``--epoch-clip-seconds`` s, an epoch counted as the experiment's datamodule defines it (every
+window of every clip for ``per_clip: all``; both halves of pair and 1:1 batches).
 
     .venv/bin/python benchmarks/train_throughput.py --experiment two_bce/fan --out benchmarks/train_throughput_two_bce.json
     .venv/bin/python benchmarks/train_throughput.py --quick      # CPU smoke run, seconds
@@ -32,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -112,7 +116,8 @@ def compose(experiment: str, root: Path, cache: Path, overrides: list[str]):
             "logger=none", *overrides])  # cfg.callbacks are not instantiated: only the timer runs
 
 
-def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precision: str) -> StepTimer:
+def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precision: str,
+              callbacks: list | tuple = ()) -> StepTimer:
     import hydra
 
     L.seed_everything(0, workers=True)
@@ -121,7 +126,7 @@ def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precis
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps,
                         max_epochs=-1, limit_val_batches=0, num_sanity_val_steps=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[timer], use_distributed_sampler=False)
+                        callbacks=[timer, *callbacks], use_distributed_sampler=False)
     trainer.fit(model, datamodule=datamodule)
     if timer.steps < steps:
         raise RuntimeError(f"only {timer.steps} timed steps ran (wanted {steps}): the training set is too small "
@@ -129,7 +134,8 @@ def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precis
     return timer
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, callbacks: list | tuple = ()) -> dict[str, Any]:
+    """Both timed runs of ``args``; ``callbacks`` join the full-step run (e.g. a profiler)."""
     import hydra
 
     gpu = torch.cuda.is_available() and not args.no_gpu
@@ -139,7 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="asd-throughput-"))
     others = [m for m in ("fan", "gearbox", "valve") if m != args.machine][:2]  # outliers for outlier exposure
     synthetic = [f"+data.synthetic.machine_types=[{args.machine},{others[0]},{others[1]}]",
-                 f"+data.synthetic.source_train_clips={args.clips_per_section}", "+data.synthetic.target_train_clips=0",
+                 "+data.synthetic.target_train_clips=0",
                  "+data.synthetic.test_clips=1", f"+data.synthetic.clip_seconds={args.seconds}",
                  "+data.synthetic.eval_sections=[]"]
     overrides = [f"data.machine_types=[{args.machine}]", f"data.batch_size={args.batch_size}", f"data.num_workers={args.workers}",
@@ -147,7 +153,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = compose(args.experiment, work / "data", work / "cache", overrides)
     if args.quick:
         crop = "frames" if "frames" in cfg.data.train_crop else "seconds"
-        cfg = compose(args.experiment, work / "data", work / "cache", overrides + QUICK_OVERRIDES[crop])
+        overrides = overrides + QUICK_OVERRIDES[crop]
+    if args.clips_per_section is None:  # enough items (3 sections) for warmup + steps batches, at least 8 clips
+        probe = hydra.utils.instantiate(compose(args.experiment, work / "data", work / "cache", overrides).data)
+        needed = (args.warmup + args.steps + 2) * first_items_per_batch(probe)
+        per_section = 3 * items_per_clip(probe, args.seconds) * (1 - probe.val_fraction)  # validation clips held out
+        args.clips_per_section = max(8, int(np.ceil(needed / per_section)))
+    overrides = overrides + [f"+data.synthetic.source_train_clips={args.clips_per_section}"]
+    cfg = compose(args.experiment, work / "data", work / "cache", overrides)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -160,10 +173,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         model_only = timed_fit(cfg, FixedBatches(datamodule, example, args.warmup + args.steps), args.steps,
                                args.warmup, accelerator, precision)
-        full = timed_fit(cfg, datamodule, args.steps, args.warmup, accelerator, precision)
+        full = timed_fit(cfg, datamodule, args.steps, args.warmup, accelerator, precision, callbacks)
     rates = {name: t.samples / t.seconds for name, t in (("model_only", model_only), ("full_step", full))}
     ratio = rates["full_step"] / rates["model_only"]
-    epoch_seconds = args.epoch_clips / rates["full_step"]
+    epochs = args.epochs or int(cfg.trainer.max_epochs)
+    epoch_samples = samples_per_epoch(datamodule, args.epoch_clips, args.epoch_clip_seconds)
+    epoch_seconds = epoch_samples / rates["full_step"]
     return {
         "experiment": args.experiment,
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
@@ -173,8 +188,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "samples_per_second": rates,
         "ratio_full_to_model_only": ratio,
         "goal_ratio": GOAL_RATIO,
-        "estimated_minutes": {"per_epoch": epoch_seconds / 60, f"{args.epochs}_epochs": epoch_seconds * args.epochs / 60},
+        "epochs": epochs,
+        "samples_per_epoch": epoch_samples,
+        "estimated_minutes": {"per_epoch": epoch_seconds / 60, f"{epochs}_epochs": epoch_seconds * epochs / 60},
     }
+
+
+def items_per_clip(datamodule, clip_seconds: float) -> int:
+    """Training items one clip of ``clip_seconds`` gives per epoch (every window for ``per_clip: all``)."""
+    per_clip = datamodule.train_crop.get("per_clip", 1)
+    if per_clip == "all":
+        length = int(round(clip_seconds * datamodule.decode_options.sample_rate))
+        return max(0, (length - datamodule.crop_samples) // datamodule.crop_hop_samples) + 1
+    return int(per_clip)
+
+
+def first_items_per_batch(datamodule) -> int:
+    """Items of the epoch's own clips per batch: the first partners of a pair batch, the target
+    half of a 1:1 batch, else the whole batch."""
+    return datamodule.batch_size // 2 if datamodule.sampler == "target_vs_outliers" else datamodule.batch_size
+
+
+def samples_per_epoch(datamodule, clips: int, clip_seconds: float) -> int:
+    """Training samples (rows of the batches) in one epoch of ``clips`` clips of ``clip_seconds``
+    as ``datamodule`` defines an epoch: items per clip (every window for ``per_clip: all``),
+    doubled for pair and 1:1 batches (the partners / other machines' clips ride along)."""
+    doubled = 2 if datamodule.sampler in ("same_machine_pairs", "target_vs_outliers") else 1
+    return int(clips) * items_per_clip(datamodule, clip_seconds) * doubled
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -182,15 +222,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--experiment", default="two_bce", help="experiment config to time (e.g. two_bce/fan)")
     p.add_argument("--machine", default="fan", help="target machine type (a 2022 type; the synthetic data hold "
                    "it and two others)")
-    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (--quick: 8)")
+    p.add_argument("--batch-size", type=int, default=None, help="default: 128 (--quick: 8); pairs for DG-Mix "
+                   "pre-training (2 windows each), target + other clips for two-BCE")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 50; --quick 3)")
     p.add_argument("--warmup", type=int, default=None, help="untimed first steps (default 10; --quick 1)")
     p.add_argument("--workers", type=int, default=8)
     p.add_argument("--precision", default="bf16-mixed", help="GPU precision (CPU runs 32-true)")
     p.add_argument("--clips-per-section", type=int, default=None, help="synthetic training clips per section")
     p.add_argument("--seconds", type=float, default=None, help="synthetic clip length (default 10; --quick 1)")
-    p.add_argument("--epoch-clips", type=int, default=6000, help="clips per epoch for the time estimate")
-    p.add_argument("--epochs", type=int, default=300, help="epochs for the time estimate")
+    p.add_argument("--epoch-clips", type=int, default=6000, help="training clips of one machine type for the "
+                   "time estimate (DCASE: 6 sections x 1000)")
+    p.add_argument("--epoch-clip-seconds", type=float, default=10.0, help="their length in seconds")
+    p.add_argument("--epochs", type=int, default=None, help="epochs for the time estimate (default: the "
+                   "experiment's trainer.max_epochs, e.g. 300 for two-BCE, 100 for DG-Mix)")
     p.add_argument("--workdir", default=None, help="where the synthetic data and cache go (kept)")
     p.add_argument("--override", nargs="*", default=[], help="more Hydra overrides")
     p.add_argument("--no-gpu", action="store_true")
@@ -205,8 +249,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     if quick:
         args.workers, args.no_gpu = 0, True
-    if args.clips_per_section is None:  # enough target clips (3 sections) for warmup + steps batches, at least
-        args.clips_per_section = max(8, -(-(args.warmup + args.steps + 2) * args.batch_size // 3))
     return args
 
 
@@ -218,9 +260,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"  model only : {rates['model_only']:10.1f} samples/s")
     print(f"  full step  : {rates['full_step']:10.1f} samples/s")
     print(f"  ratio      : {results['ratio_full_to_model_only']:.3f} (goal >= {GOAL_RATIO})")
-    minutes = results["estimated_minutes"]
-    print(f"  estimate   : {minutes['per_epoch']:.2f} min per epoch of {args.epoch_clips} clips, "
-          f"{minutes[f'{args.epochs}_epochs']:.1f} min for {args.epochs} epochs")
+    minutes, epochs = results["estimated_minutes"], results["epochs"]
+    print(f"  estimate   : {minutes['per_epoch']:.2f} min per epoch of {args.epoch_clips} clips "
+          f"({results['samples_per_epoch']} samples), {minutes[f'{epochs}_epochs']:.1f} min for {epochs} epochs")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results

@@ -60,6 +60,48 @@ def test_quick_train_throughput_compares_model_only_and_full_step(tmp_path: Path
     assert rates["model_only"] > 0 and rates["full_step"] > 0
     assert results["ratio_full_to_model_only"] == pytest.approx(rates["full_step"] / rates["model_only"])
     assert results["batch_shape"] == [8, 1, 32, 32]  # the quick settings' batch of 0.5 s crops, 32 mels
+    # an epoch of 1:1 batches: 6000 target clips (one 2 s crop each) and as many other clips
+    assert results["samples_per_epoch"] == 2 * 6000 and results["epochs"] == 300
     per_epoch = results["estimated_minutes"]["per_epoch"]
-    assert per_epoch == pytest.approx(6000 / rates["full_step"] / 60)
+    assert per_epoch == pytest.approx(2 * 6000 / rates["full_step"] / 60)
     assert results["estimated_minutes"]["300_epochs"] == pytest.approx(300 * per_epoch)
+
+
+def test_an_epoch_of_windows_or_pairs_counts_what_the_datamodule_trains_on() -> None:
+    """DG-Mix pre-training over one machine type's 6000 clips of 10 s: 32 windows each (64
+    frames, hop 8), first windows and their partners: 2 * 6000 * 32 samples an epoch."""
+    from types import SimpleNamespace
+
+    bench = load_benchmark(BENCHMARKS / "train_throughput.py")
+    dm = SimpleNamespace(train_crop={"frames": 64, "hop": 8, "per_clip": "all"}, crop_samples=63 * 512,
+                         crop_hop_samples=8 * 512, decode_options=SimpleNamespace(sample_rate=16000),
+                         sampler="same_machine_pairs")
+    assert bench.samples_per_epoch(dm, 6000, 10.0) == 2 * 6000 * 32
+    dm.sampler, dm.train_crop = "random", {"seconds": 2.0}
+    assert bench.samples_per_epoch(dm, 6000, 10.0) == 6000
+
+
+@pytest.mark.slow
+def test_gpu_check_quick_mode_writes_every_part(tmp_path: Path) -> None:
+    """``bash benchmarks/gpu_check.sh --quick``: the GPU check's every part at tiny sizes on the CPU."""
+    import os
+    import subprocess
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out)}
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--quick", "--workdir", str(tmp_path / "work")],
+                          env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.md", "trace_dgmix_pretrain.json.gz"]
+    results = json.loads((out / "gpu_check.json").read_text())
+    assert results["quick"] and results["environment"]["torch"]
+    assert set(results["throughput"]) == {"mobilenetv2_baseline", "dgmix_pretrain", "dgmix_finetune", "two_bce/fan"}
+    for name, row in results["throughput"].items():
+        assert row["samples_per_second"]["full_step"] > 0 and row["samples_per_epoch"] > 0, name
+        assert results["profile"][name]["top_ops"], name
+    methods = results["budget"]["methods"]
+    assert set(methods) == {"mobilenetv2_baseline", "dgmix_scratch", "two_bce"}
+    for name, row in methods.items():
+        assert 0.0 <= row["official_score"] <= 1.0 and set(row["runs"]) == {"fan", "gearbox", "valve"}, name
+    table = (out / "gpu_check.md").read_text()
+    assert "| dgmix_pretrain |" in table and "| two_bce |" in table

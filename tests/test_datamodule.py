@@ -201,3 +201,14 @@ def test_2021_module_reads_domain_test_folders(tmp_path: Path) -> None:
 def test_unknown_machine_type_is_a_clear_error(big_2022: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"\['bearing'\] not found"):
         module(big_2022, tmp_path, machine_types=["bearing"])
+
+
+def test_training_samplers_keep_a_partial_batch_when_there_is_no_full_one() -> None:
+    """Fewer target clips than half a 1:1 batch (or pairs than a pair batch) still train: the
+    epoch is one partial batch rather than nothing."""
+    few = OutlierExposureBatchSampler(np.array([1] * 3 + [0] * 9), batch_size=8, seed=0)
+    assert len(few) == 1 and [len(b) for b in few] == [6]  # 3 target clips + 3 others
+    pairs = SameMachinePairBatchSampler(np.array([0] * 3), pairs=4, seed=0)
+    assert len(pairs) == 1 and [len(b) for b in pairs] == [6]
+    enough = OutlierExposureBatchSampler(np.array([1] * 9 + [0] * 9), batch_size=8, seed=0)
+    assert [len(b) for b in enough] == [8, 8]  # two full batches; the ninth target clip waits

@@ -9,28 +9,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from asd_lightning.metrics import read_submission
 from asd_lightning.train import config_dir, train
+from asd_lightning.utils.compose import compose_config
 from conftest import make_2022
 
 CONF = Path(config_dir())
 
 
 def compose_train(overrides: list[str], output_dir: Path, config_name: str = "train.yaml"):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.paths.root_dir = str(output_dir)
-        del cfg.hydra
-    return cfg
+    return compose_config(overrides, output_dir, config_name)
 
 
 def local_copy(root: Path, tmp_path: Path, machines: str = "fan,valve") -> list[str]:

@@ -32,6 +32,13 @@ def _rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def drops_partial(drop_last: bool, full_batches: int, world: int) -> bool:
+    """Whether an epoch leaves out its partial batch: with ``drop_last``, when it has a full batch
+    for every rank (a batch of one breaks BatchNorm); otherwise data smaller than one batch per
+    rank would train on nothing."""
+    return drop_last and full_batches >= world
+
+
 class KeyedBatch(list):
     """The dataset items of one batch plus ``key = (epoch, batch number)``: the seed of the
     batch's random crop positions (see :meth:`CropDataset.__getitems__`)."""
@@ -79,11 +86,8 @@ class EpochBatchSampler(Sampler[list[int]]):
 
 
 class ShuffledBatchSampler(EpochBatchSampler):
-    """A new permutation of ``num_items`` every epoch, cut into batches of ``batch_size``.
-
-    The last, partial batch is dropped when there is at least one full batch per rank (a batch
-    of one breaks BatchNorm); otherwise it is kept, so tiny data still trains.
-    """
+    """A new permutation of ``num_items`` every epoch, cut into batches of ``batch_size``; the
+    partial last batch is left out as :func:`drops_partial` says."""
 
     def __init__(self, num_items: int, batch_size: int, seed: int = 0) -> None:
         super().__init__(seed)
@@ -93,9 +97,8 @@ class ShuffledBatchSampler(EpochBatchSampler):
         self.batch_size = int(batch_size)
 
     def _num_batches(self) -> int:
-        full = self.num_items // self.batch_size
-        _, world = _rank_and_world()
-        return full if full >= world else -(-self.num_items // self.batch_size)
+        full, (_, world) = self.num_items // self.batch_size, _rank_and_world()
+        return full if drops_partial(True, full, world) else -(-self.num_items // self.batch_size)
 
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
         order = rng.permutation(self.num_items)
@@ -116,17 +119,21 @@ class SameMachinePairBatchSampler(EpochBatchSampler):
         self.half = int(pairs)
         self.drop_last = drop_last
 
+    def _drops_partial(self) -> bool:
+        _, world = _rank_and_world()
+        return drops_partial(self.drop_last, sum(len(g) // self.half for g in self.groups), world)
+
     def _num_batches(self) -> int:
-        count = (lambda n: n // self.half) if self.drop_last else (lambda n: -(-n // self.half))
-        return sum(count(len(g)) for g in self.groups)
+        drop = self._drops_partial()
+        return sum(len(g) // self.half if drop else -(-len(g) // self.half) for g in self.groups)
 
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
-        batches = []
+        batches, drop = [], self._drops_partial()
         for group in self.groups:
             first = rng.permutation(group)
             for i in range(0, len(first), self.half):
                 chunk = first[i:i + self.half]
-                if len(chunk) < self.half and self.drop_last:
+                if len(chunk) < self.half and drop:
                     break
                 partners = rng.choice(group, size=len(chunk), replace=len(group) < len(chunk))
                 batches.append(chunk.tolist() + partners.tolist())
@@ -156,8 +163,8 @@ class OutlierExposureBatchSampler(EpochBatchSampler):
         self.drop_last = drop_last
 
     def _num_batches(self) -> int:
-        n = len(self.targets)
-        return n // self.half if self.drop_last else -(-n // self.half)
+        n, (_, world) = len(self.targets), _rank_and_world()
+        return n // self.half if drops_partial(self.drop_last, n // self.half, world) else -(-n // self.half)
 
     def outlier_stream(self, start: int, count: int) -> np.ndarray:
         """Positions ``start .. start + count`` of the endless stream of outlier permutations
