@@ -307,15 +307,11 @@ class DCASEDataModule(L.LightningDataModule):
             keep = keep & self.clips["machine"].isin(self.machine_types).to_numpy()
         return np.flatnonzero(keep)
 
-    def _crop_length(self, amount: float) -> int:
-        """``amount`` in the unit of ``train_crop`` (log-mel frames or seconds) as samples."""
-        if "frames" in self.train_crop:
-            return self.frontend.samples_for_frames(int(amount))
-        return int(round(float(amount) * self.decode_options.sample_rate))
-
     @property
     def crop_samples(self) -> int:
-        return self._crop_length(self.train_crop["frames" if "frames" in self.train_crop else "seconds"])
+        if "frames" in self.train_crop:
+            return self.frontend.samples_for_frames(int(self.train_crop["frames"]))
+        return int(round(float(self.train_crop["seconds"]) * self.decode_options.sample_rate))
 
     @property
     def crop_hop_samples(self) -> int | None:
