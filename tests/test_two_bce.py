@@ -192,42 +192,18 @@ def test_two_bce_end_to_end(experiment: str, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_bce_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
-    """fan as the target machine, gearbox and valve as pseudo-anomalies; small CPU settings."""
-    cfg = compose_train(["experiment=two_bce/fan", "data=synthetic", "protocol=official", f"data.root={tmp_path / 'synthetic'}",
-                         f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
-                         "trainer.accelerator=cpu", "trainer.max_epochs=10", "data.features.n_mels=64",
+    """The paper's protocol on a synthetic DCASE 2021-layout set: fan as the target machine,
+    gearbox and valve as pseudo-anomalies, source-domain training clips of IDs 00, 01, 03, 04,
+    scored on the source-domain test clips of IDs 03 and 04; small CPU settings."""
+    from asd_lightning.synth import SynthConfig, write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(year=2021, dev_sections=(0, 1), eval_sections=(3, 4)))
+    cfg = compose_train(["experiment=two_bce/fan", f"data.root={root}", f"data.ground_truth={root / 'ground_truth'}",
+                         "data.test_sections=[3,4]", f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false",
+                         "logger=none", "trainer.accelerator=cpu", "trainer.max_epochs=10", "data.features.n_mels=64",
                          "data.features.n_fft=1024", "data.train_crop.seconds=1.0", "data.test_segments.seconds=1.0",
                          "data.test_segments.num=5", "callbacks.inlier.model.n_components=1",
                          "callbacks.inlier.plots=false", "callbacks.inlier.bundle_dir=null"], tmp_path / "run")
     metrics = train(cfg)
-    assert metrics["test/official_score"] > 0.53
-    assert metrics["test/auc_source_hmean"] > 0.6
-
-
-def test_paper_imagenet_weights_load_from_a_local_file_or_cache_only(tmp_path: Path, monkeypatch) -> None:
-    """``pretrained=True`` reads timm's tf_efficientnet_b0.ns_jft_in1k from the local Hugging Face
-    cache (here a fake checkpoint of random weights); without one it fails with a how-to, never
-    downloading; ``checkpoint_path`` reads any local file."""
-    import huggingface_hub.constants
-    import timm
-    from safetensors.torch import save_file
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError, match="model.encoder.checkpoint_path"):
-        EfficientNetEmbedding(pretrained=True)
-    torch.manual_seed(1)
-    fake = timm.create_model("tf_efficientnet_b0", num_classes=1000).state_dict()
-    repo = tmp_path / "hub" / "models--timm--tf_efficientnet_b0.ns_jft_in1k"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text("abc123")
-    (repo / "snapshots" / "abc123").mkdir(parents=True)
-    save_file({k: v.contiguous() for k, v in fake.items()}, repo / "snapshots" / "abc123" / "model.safetensors")
-    loaded = EfficientNetEmbedding(pretrained=True).backbone.state_dict()
-    assert torch.equal(loaded["blocks.3.0.conv_pw.weight"], fake["blocks.3.0.conv_pw.weight"])
-    # one input channel: timm sums the RGB filters of the first convolution
-    assert torch.allclose(loaded["conv_stem.weight"], fake["conv_stem.weight"].sum(dim=1, keepdim=True), atol=1e-6)
-    torch.save(fake, tmp_path / "weights.pth")
-    from_file = EfficientNetEmbedding(in_channels=3, checkpoint_path=str(tmp_path / "weights.pth")).backbone
-    assert torch.equal(from_file.state_dict()["conv_stem.weight"], fake["conv_stem.weight"])
+    assert metrics["test/two_bce/all_hmean"] > 0.55
+    assert metrics["test/auc_hmean"] > 0.55
