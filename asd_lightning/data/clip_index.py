@@ -34,6 +34,7 @@ from typing import Iterable
 import pandas as pd
 
 from asd_lightning.data.ground_truth import GroundTruth, load_ground_truth
+from asd_lightning.utils.errors import OptionError
 
 COLUMNS = [
     "path", "relpath", "file", "year", "machine", "section", "domain",
@@ -51,8 +52,9 @@ _DEV_2020 = re.compile(r"(?P<label>normal|anomaly)_id_(?P<section>\d{2})_(?P<cli
 _EVAL_2020 = re.compile(r"id_(?P<section>\d{2})_(?P<clip>\d+)$")
 
 
-class ClipIndexError(ValueError):
-    """A dataset folder or file name does not follow the expected DCASE layout."""
+class ClipIndexError(OptionError):
+    """A dataset folder or file name does not follow the expected DCASE layout (an off-pattern
+    name carries the setting that skips it, ``on_unmatched=warn``; see :class:`OptionError`)."""
 
 
 @dataclass(frozen=True)
@@ -191,7 +193,8 @@ def build_clip_index(
                             f"'{split_folder}/'"
                         )
                         if on_unmatched == "error":
-                            raise ClipIndexError(message + " (pass on_unmatched='warn' to skip such files)")
+                            raise ClipIndexError(message, key="on_unmatched", value="warn",
+                                                 purpose="to skip such files")
                         warnings.warn(message + "; skipped", stacklevel=2)
                         continue
                     if wanted_sections is not None and parsed.section not in wanted_sections:

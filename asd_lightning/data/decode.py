@@ -21,9 +21,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from asd_lightning.utils.errors import OptionError
 
-class AudioDecodeError(ValueError):
-    """A WAV file is unreadable, empty, truncated or not in the expected format."""
+
+class AudioDecodeError(OptionError):
+    """A WAV file is unreadable, empty, truncated or not in the expected format; when a decode
+    option would accept it, ``key`` names that option (see :class:`OptionError`)."""
 
 
 @dataclass(frozen=True)
@@ -94,17 +97,15 @@ def decode(path: str | Path, options: DecodeOptions = DecodeOptions(), info=None
     path = Path(path)
     info = info or probe(path)
     if info.samplerate != options.sample_rate and not options.resample:
-        raise AudioDecodeError(
-            f"{path}: sample rate is {info.samplerate} Hz, expected {options.sample_rate} Hz "
-            "(set resample=true to convert it)"
-        )
+        raise AudioDecodeError(f"{path}: sample rate is {info.samplerate} Hz, expected {options.sample_rate} Hz",
+                               key="resample", purpose="to convert it")
     if info.channels > 1 and options.channel == "error":
-        raise AudioDecodeError(f"{path}: has {info.channels} channels, expected mono")
+        raise AudioDecodeError(f"{path}: has {info.channels} channels, expected mono", key="channel",
+                               value="first", purpose="to use its first channel")
     is_pcm16 = info.subtype == "PCM_16"
     if not is_pcm16 and not options.requantize:
-        raise AudioDecodeError(
-            f"{path}: sample format is {info.subtype}, expected 16-bit PCM (set requantize=true to convert it)"
-        )
+        raise AudioDecodeError(f"{path}: sample format is {info.subtype}, expected 16-bit PCM",
+                               key="requantize", purpose="to convert it")
     needs_float = not is_pcm16 or info.samplerate != options.sample_rate or options.channel == "mean"
     try:
         data, _ = sf.read(str(path), dtype="float32" if needs_float else "int16", always_2d=True)
