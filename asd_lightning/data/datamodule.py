@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
-from asd_lightning.data.clip_index import build_clip_index
+from asd_lightning.data.clip_index import ClipIndexError, build_clip_index, find_machine_dirs
 from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.data.samplers import (
@@ -181,8 +181,12 @@ class DCASEDataModule(L.LightningDataModule):
             ensure_synthetic_dataset(self.root, year=self.year, **self.synthetic)
 
     def _index(self) -> pd.DataFrame:
-        index = build_clip_index(self.root, self.year, ground_truth=self.ground_truth, on_unmatched=self.on_unmatched)
-        found = sorted(index["machine"].unique())
+        if not self.root.is_dir():
+            raise ClipIndexError(f"dataset root {self.root} does not exist or is not a folder", key="root",
+                                 value="<folder>", purpose="to the dataset")
+        found = sorted(find_machine_dirs(self.root, self.year))
+        if not found:
+            build_clip_index(self.root, self.year)  # raises its error naming the expected layout
         missing = [m for m in self.machine_types if m not in found]
         if missing:
             raise ValueError(f"machine type(s) {missing} not found under {self.root}; found {found}")
@@ -196,6 +200,9 @@ class DCASEDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"outlier machine type(s) {unknown} not found under {self.root}; found {found}")
         self.outlier_types = list(outliers)
+        # only the selected machine types' folders are read: other folders may hold anything
+        index = build_clip_index(self.root, self.year, machine_types=self.machine_types + self.outlier_types,
+                                 ground_truth=self.ground_truth, on_unmatched=self.on_unmatched)
 
         def sections_ok(frame: pd.DataFrame, wanted: list[int] | None) -> pd.Series:
             return frame["section"].isin(wanted) if wanted is not None else pd.Series(True, index=frame.index)
