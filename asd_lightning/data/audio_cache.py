@@ -6,7 +6,9 @@ hashes every file's path, size and modification time plus the decode options, so
 added or removed file gives a new cache. A cache is built in a temporary folder and renamed
 into place only when complete; an exclusive lock file makes concurrent jobs (Hydra multirun,
 DDP ranks, SLURM arrays) wait for the first builder instead of decoding twice. A failed build
-leaves nothing behind.
+leaves nothing behind; the temporary folder of a killed build (``.<name>-<key>.tmp-<host>-<pid>-*``)
+is removed by the next build on the same machine once its process is gone. A build first checks
+that the cache fits on its disk.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -127,20 +131,61 @@ class AudioCache:
         with _exclusive_lock(cache_dir / f"{final.name}.lock"):
             if not (final / "meta.json").exists():
                 shutil.rmtree(final, ignore_errors=True)  # never a complete cache: it has no meta.json
+                remove_stale_temporaries(cache_dir)
                 _build(files, final, options, num_workers, progress, name)
         return cls(final)
+
+
+_TMP = re.compile(r"\..+\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(cache_dir: Path) -> list[Path]:
+    """Remove the temporary folders of builds on this machine whose process is gone (killed
+    mid-build); folders of other machines (a shared cache on a network disk) are left alone."""
+    removed = []
+    host = socket.gethostname()
+    for path in Path(cache_dir).glob(".*.tmp-*"):
+        match = _TMP.fullmatch(path.name)
+        if match and path.is_dir() and match["host"] in (host, None) and not _alive(int(match["pid"])):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+class CacheSpaceError(OSError):
+    """The disk of the cache folder has too little free space for a new cache."""
+
+
+def check_free_space(directory: Path, needed: int, name: str) -> None:
+    """Raise :class:`CacheSpaceError` unless ``needed`` bytes (plus 1 %) fit in ``directory``."""
+    free = shutil.disk_usage(directory).free
+    if needed * 1.01 > free:
+        raise CacheSpaceError(
+            f"{directory}: the decoded cache of '{name}' needs {needed / 1e9:.2f} GB, only {free / 1e9:.2f} GB "
+            "are free there (free some, or move the cache to another disk: ASD_CACHE_DIR=<folder>)")
 
 
 def _build(files: list[str], final: Path, options: DecodeOptions, num_workers: int | None,
            progress: bool, name: str) -> None:
     """Decode ``files`` into a temporary folder, then rename it to ``final``."""
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / f".{final.name}.tmp-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     workers = num_workers or min(8, os.cpu_count() or 1)
     try:
         with ThreadPoolExecutor(workers) as pool:
             infos = list(pool.map(probe, files))
             lengths = np.array([output_length(info, options) for info in infos], dtype=np.int64)
+            check_free_space(tmp, int(lengths.sum()) * 2, name)  # int16; a full disk would crash the memmap writes
             offsets = np.stack([np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths], axis=1)
             audio = np.memmap(tmp / "audio.int16", dtype=np.int16, mode="w+", shape=(int(lengths.sum()),))
 
