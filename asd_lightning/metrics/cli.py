@@ -32,7 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     add("--scores", type=Path, required=True, help="folder of anomaly_score_*.csv (and decision_result_*.csv)")
     add("--root", type=Path, required=True, help="dataset root (above the machine-type folders)")
     add("--ground-truth", type=Path, help="official ground-truth CSV or folder, for evaluation-set clips")
-    add("--out", type=Path, help="where to write scores.csv and scores.json (default: the --scores folder)")
+    add("--out", type=Path, help="where to write scores.csv and scores.json (default: the --scores folder, "
+        "unless it already holds them: a run's own table is never overwritten)")
     add("--machine-types", nargs="+", metavar="MACHINE",
         help="machine types to evaluate (default: every machine type that has score files)")
     add("--sections", nargs="+", type=int, metavar="N",
@@ -83,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from asd_lightning.data.clip_index import build_clip_index
 
+        out = args.out or args.scores
+        taken = [p.name for p in (args.scores / "scores.csv", args.scores / "scores.json") if p.exists()]
+        if args.out is None and taken:
+            raise ValueError(f"{args.scores} already holds {' and '.join(taken)} (the run's own table); "
+                             "pass --out <folder> to write the table elsewhere")
         scores = read_submission(args.scores, args.year)
         machines = args.machine_types or sorted(scores["machine"].unique())
         # only the scored machine types are indexed: other folders may hold anything
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         data = join_scores(clips, scores[scores["machine"].isin(machines)], args.year)
         report = evaluate(data, args.year)
         print(report.format_table())
-        csv_path, json_path = report.save(args.out or args.scores)
+        csv_path, json_path = report.save(out)
         print(f"wrote {csv_path} and {json_path}")
         if args.protocol == "two_bce":
             measure = TwoBCEMeasure.from_report(report)

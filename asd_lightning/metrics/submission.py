@@ -121,8 +121,11 @@ def read_submission(score_dir: str | Path, year: int) -> pd.DataFrame:
     if not scores:
         raise ValueError(f"no anomaly_score_*.csv files in {score_dir}")
     for key, (path, values) in decisions.items():
-        if key not in scores or set(values) != set(scores[key][1]):
-            raise ValueError(f"{path}: its clips do not match an anomaly_score file with the same clips")
+        if key not in scores:
+            missing = score_dir / path.name.replace("decision_result", "anomaly_score", 1)
+            raise ValueError(f"{missing} is missing (its decision_result file {path.name} is there)")
+        if set(values) != set(scores[key][1]):
+            raise ValueError(f"{path}: its clips do not match those of {scores[key][0].name}")
     rows = []
     for key, (_, values) in sorted(scores.items(), key=lambda item: (item[0][0], item[0][1], item[0][2] or "")):
         machine, section, domain = key
@@ -131,7 +134,9 @@ def read_submission(score_dir: str | Path, year: int) -> pd.DataFrame:
             if decisions:
                 decision = decisions.get(key, (None, {}))[1].get(name)
                 if decision is None:
-                    raise ValueError(f"{scores[key][0]}: no matching decision_result file")
+                    name = scores[key][0].name
+                    raise ValueError(f"{score_dir / name.replace('anomaly_score', 'decision_result', 1)} is missing "
+                                     f"(its anomaly_score file {name} is there)")
                 row["decision"] = int(decision)
             rows.append(row)
     return pd.DataFrame(rows)
