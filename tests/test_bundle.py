@@ -64,16 +64,22 @@ def test_bad_inputs_are_clear_errors(bundle_dir: Path, tmp_path: Path, capsys) -
     plain, short = tmp_path / "recording.wav", tmp_path / "section_00_short.wav"
     write_wav(plain, 3.0)
     write_wav(short, 0.5)
-    assert score_main(["--bundle", str(bundle_dir), str(plain)]) == 2
+    # a file that cannot be scored: exit 3, the file and the reason on stderr
+    assert score_main(["--bundle", str(bundle_dir), str(plain)]) == 3
     assert "recording.wav: no section_XX in the file name; pass --section" in capsys.readouterr().err
-    assert score_main(["--bundle", str(bundle_dir), str(plain), "--section", "7"]) == 2
+    assert score_main(["--bundle", str(bundle_dir), str(plain), "--section", "7"]) == 3
     assert "section 07 is not in this bundle (sections [0, 1])" in capsys.readouterr().err
-    assert score_main(["--bundle", str(bundle_dir), str(short)]) == 2
-    assert "section_00_short.wav: too short to score" in capsys.readouterr().err
+    assert score_main(["--bundle", str(bundle_dir), str(short)]) == 3
+    # 64 frames of hop 512 need 63 x 512 samples
+    assert "section_00_short.wav: too short to score: 8000 samples (0.500 s), one analysis window of this " \
+           "bundle needs 32256 (2.016 s)" in capsys.readouterr().err
     loud = tmp_path / "section_00_44k.wav"
-    sf.write(loud, np.zeros(44100, dtype=np.int16), 44100, subtype="PCM_16")
-    assert score_main(["--bundle", str(bundle_dir), str(loud)]) == 2
-    assert "section_00_44k.wav: sample rate is 44100 Hz, expected 16000 Hz" in capsys.readouterr().err
+    sf.write(loud, np.zeros(3 * 44100, dtype=np.int16), 44100, subtype="PCM_16")
+    assert score_main(["--bundle", str(bundle_dir), str(loud)]) == 3
+    assert "section_00_44k.wav: sample rate is 44100 Hz, expected 16000 Hz (set --resample to convert it)" \
+        in capsys.readouterr().err
+    assert score_main(["--bundle", str(bundle_dir), str(loud), "--resample"]) == 0
+    # nothing to do at all: exit 2
     assert score_main(["--bundle", str(tmp_path), str(plain)]) == 2
     assert "not a model bundle folder" in capsys.readouterr().err
     assert score_main(["--bundle", str(bundle_dir), str(tmp_path / "nowhere")]) == 2

@@ -22,8 +22,9 @@ import torch
 
 from asd_lightning.data.decode import DecodeOptions, decode
 from asd_lightning.features.log_mel import LogMel
-from asd_lightning.features.segments import normalize_int16, segment_clips
+from asd_lightning.features.segments import min_clip_samples, normalize_int16, segment_clips
 from asd_lightning.scoring.section_scorer import SectionScorer
+from asd_lightning.utils.errors import OptionError, Spelling
 
 BUNDLE_FILE = "bundle.pt"
 FORMAT_VERSION = 2  # 2: SectionScorer.model_scale
@@ -110,16 +111,36 @@ class ModelBundle:
             raise ValueError(f"{path}: section {section:02d} is not in this bundle (sections {sorted(self.scorers)})")
         return section
 
-    def score_files(self, paths: Sequence[str | Path], section: int | None = None) -> pd.DataFrame:
-        """Score WAV files: a table of file, section, score and decision (1 = anomalous)."""
+    def score_file(self, path: str | Path, section: int | None = None,
+                   decode_options: DecodeOptions | None = None) -> tuple[int, float]:
+        """(section, score) of one WAV file; a clear error naming the file when it cannot be scored."""
+        used = self.resolve_section(path, section)
+        wave = decode(path, decode_options or self.decode_options)
+        rate = self.decode_options.sample_rate
+        need = min_clip_samples(self.test_segments, self.frontend, rate)
+        if len(wave) < need:
+            raise ValueError(f"{path}: too short to score: {len(wave)} samples ({len(wave) / rate:.3f} s), "
+                             f"one analysis window of this bundle needs {need} ({need / rate:.3f} s)")
+        return used, float(self.scorers[used]([self.embed(wave)])[0])
+
+    def score_files(self, paths: Sequence[str | Path], section: int | None = None,
+                    decode_options: DecodeOptions | None = None, spelling: Spelling = "{key}={value}") -> pd.DataFrame:
+        """Score WAV files: a table of file, section, score, decision (1 = anomalous) and error.
+
+        A file that cannot be scored (unreadable, wrong format, too short, unknown section) does
+        not stop the others: its row has no score and says why in ``error``. ``decode_options``
+        replaces the bundle's (e.g. to resample); ``spelling`` spells the setting that would
+        accept a file in decode errors (see :class:`~asd_lightning.utils.errors.OptionError`).
+        """
         rows = []
         for path in paths:
-            used = self.resolve_section(path, section)
-            wave = decode(path, self.decode_options)
             try:
-                embeddings = self.embed(wave)
-            except ValueError as error:  # shorter than one window or crop
-                raise ValueError(f"{path}: too short to score ({len(wave)} samples): {error}") from None
-            score = float(self.scorers[used]([embeddings])[0])
-            rows.append({"file": str(path), "section": used, "score": score, "decision": int(score > self.threshold)})
-        return pd.DataFrame(rows, columns=["file", "section", "score", "decision"])
+                used, score = self.score_file(path, section, decode_options)
+            except (ValueError, OSError) as error:
+                message = " ".join(str(error.spelled(spelling) if isinstance(error, OptionError) else error).split())
+                rows.append({"file": str(path), "error": message if str(path) in message else f"{path}: {message}"})
+            else:
+                rows.append({"file": str(path), "section": used, "score": score,
+                             "decision": int(score > self.threshold), "error": ""})
+        table = pd.DataFrame(rows, columns=["file", "section", "score", "decision", "error"])
+        return table.astype({"section": "Int64", "score": float, "decision": "Int64"})

@@ -69,6 +69,11 @@ class LogMel(nn.Module):
             return num_samples // self.hop_length + 1
         return (num_samples - self.n_fft) // self.hop_length + 1
 
+    @property
+    def min_samples(self) -> int:
+        """Shortest waveform the front end accepts (reflect padding needs more than ``n_fft // 2``)."""
+        return self.n_fft // 2 + 1 if self.center else self.n_fft
+
     def samples_for_frames(self, frames: int) -> int:
         """Shortest waveform length that yields exactly ``frames`` frames."""
         if self.center:

@@ -48,6 +48,18 @@ def normalize_int16(wave: torch.Tensor, mean: torch.Tensor | None = None, std: t
     return wave.mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
 
 
+def min_clip_samples(test_segments: dict, frontend, sample_rate: int) -> int:
+    """Fewest samples a clip needs for :func:`segment_clips`: one test crop or one window (and
+    what the front end needs)."""
+    kind = test_segments.get("kind", "clip")
+    need = frontend.min_samples
+    if kind == "crops":
+        need = max(need, int(round(float(test_segments["seconds"]) * sample_rate)))
+    elif kind == "windows":
+        need = max(need, frontend.samples_for_frames(int(test_segments["frames"])))
+    return need
+
+
 def segment_clips(wave: torch.Tensor, frontend, test_segments: dict, sample_rate: int) -> torch.Tensor:
     """Whole float clips ``[B, samples]`` → model inputs per ``test_segments``: ``clip``
     ``[B, 1, M, T]``, ``crops`` ``[B, num, 1, M, T]`` or ``windows`` ``[B, S, 1, M, frames]``."""
