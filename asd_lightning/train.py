@@ -4,6 +4,7 @@ Examples::
 
     asd-train experiment=ae_baseline data=synthetic
     asd-train -m data.machine_types=[fan],[valve] logger=wandb
+    asd-train experiment=ae_baseline hydra.run.dir=logs/train/runs/fan ckpt_path=last   # start or resume
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from typing import Any, Callable
 
 import hydra
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from asd_lightning import preflight
 from asd_lightning.utils import resolvers  # noqa: F401  (registers ${eval:}, ${join:}, ${wandb_offline:})
 from asd_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from asd_lightning.utils.resume import EXIT_INTERRUPTED, interrupted_message, resolve_ckpt_path
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +38,28 @@ def config_dir() -> str:
     return str(candidate)
 
 
-def finish_wandb() -> None:
+def finish_wandb(exit_code: int | None = None) -> None:
     """Close the W&B run of this job so multirun jobs never share one (no-op without wandb)."""
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
-        wandb.finish()
+        wandb.finish(exit_code=exit_code)
+
+
+def interrupted(trainer: L.Trainer, stage: str, name: str) -> SystemExit:
+    """Report a SIGTERM (where it stopped, what is saved, how to resume) and exit non-zero."""
+    hydra_cfg = HydraConfig.get()
+    message = interrupted_message(trainer, list(hydra_cfg.overrides.task), hydra_cfg.runtime.output_dir,
+                                  hydra_cfg.runtime.cwd, stage)
+    log.error(message)
+    if trainer.is_global_zero:
+        print(f"asd-{name}: {message}", file=sys.stderr, flush=True)
+    return SystemExit(EXIT_INTERRUPTED)
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Instantiate everything from ``cfg``, fit and test; returns the final logged metrics."""
+    """Instantiate everything from ``cfg``, check what the run needs, fit and test; returns the
+    final logged metrics. A SIGTERM (preemption) ends it with :data:`EXIT_INTERRUPTED` and the
+    command that resumes it."""
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
@@ -49,11 +67,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    preflight.check_run(cfg, datamodule, callbacks)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    stage, exit_code = "fit", None
     try:
         if cfg.get("train"):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), trainer))
+        stage = "test"
         metrics = dict(trainer.callback_metrics)
         if cfg.get("test"):
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -61,8 +82,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("testing %s", ckpt or "the final weights")
             trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
             metrics.update(trainer.callback_metrics)
+    except SIGTERMException:
+        exit_code = EXIT_INTERRUPTED
+        raise interrupted(trainer, stage, cfg.get("task_name", "train")) from None
     finally:
-        finish_wandb()
+        finish_wandb(exit_code)
     return {k: float(v) for k, v in metrics.items()}
 
 

@@ -164,13 +164,6 @@ class InlierModelCallback(OfficialScores):
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
         self._test: dict[int, np.ndarray] = {}
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Fail before training, not after it, when a section has nothing to fit on."""
-        datamodule = trainer.datamodule
-        clips = getattr(datamodule, "clips", None)
-        if clips is not None and hasattr(datamodule, "machine_types"):
-            self.check_fit_clips(clips[clips["machine"].isin(datamodule.machine_types)])
-
     def _fit_subsets(self) -> tuple[str, ...]:
         return ("train", "val") if self.fit_subset == "fit" else (self.fit_subset,)
 
@@ -179,7 +172,8 @@ class InlierModelCallback(OfficialScores):
                           f"{self.fit_domains} to fit the inlier model on")
 
     def check_fit_clips(self, clips: pd.DataFrame) -> None:
-        """Raise unless every section with test clips has clips to fit its model on."""
+        """Raise unless every section with test clips has clips to fit its model on (the
+        pre-flight check of ``asd-train``, before training)."""
         usable = clips["subset"].isin(self._fit_subsets()) & clips["domain"].isin(self.fit_domains)
         for (machine, section), group in clips.groupby(["machine", "section"]):
             if (group["subset"] == "test").any() and not usable[group.index].any():
