@@ -359,7 +359,12 @@ class DCASEDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.crop_dataset("train", random=True)
-        return self._crop_loader(dataset, batch_sampler=self.train_batch_sampler(dataset))
+        sampler = self.train_batch_sampler(dataset)
+        if self.trainer is not None:
+            # Lightning sets the epoch at every epoch start, but a resumed fit creates the first
+            # iterator before that: start at the epoch Lightning will set (the resumed one)
+            sampler.set_epoch(self.trainer.fit_loop.epoch_progress.current.processed)
+        return self._crop_loader(dataset, batch_sampler=sampler)
 
     def val_dataloader(self) -> DataLoader | list:
         if len(self.rows("val")) == 0:
