@@ -171,8 +171,12 @@ def check_free_space(directory: Path, needed: int, name: str) -> None:
     free = shutil.disk_usage(directory).free
     if needed * 1.01 > free:
         raise CacheSpaceError(
-            f"{directory}: the decoded cache of '{name}' needs {needed / 1e9:.2f} GB, only {free / 1e9:.2f} GB "
-            "are free there (free some, or move the cache to another disk: ASD_CACHE_DIR=<folder>)")
+            f"{directory}: the decoded cache of '{name}' needs {_size(needed)}, only {_size(free)} are free there "
+            "(free some, or move the cache to another disk: ASD_CACHE_DIR=<folder>)")
+
+
+def _size(count: int) -> str:
+    return f"{count / 1e9:.2f} GB" if count >= 1e9 else f"{count / 1e6:.1f} MB"
 
 
 def _build(files: list[str], final: Path, options: DecodeOptions, num_workers: int | None,

@@ -183,7 +183,7 @@ class DCASEDataModule(L.LightningDataModule):
     def _index(self) -> pd.DataFrame:
         if not self.root.is_dir():
             raise ClipIndexError(f"dataset root {self.root} does not exist or is not a folder", key="root",
-                                 value="<folder>", purpose="to the dataset")
+                                 value="<dataset folder>")
         found = sorted(find_machine_dirs(self.root, self.year))
         if not found:
             build_clip_index(self.root, self.year)  # raises its error naming the expected layout
