@@ -69,3 +69,30 @@ def shared_sample() -> Path:
     if not SHARED_SAMPLE.is_dir():
         pytest.skip(f"real DCASE 2023 sample not available at {SHARED_SAMPLE} (../shared is absent)")
     return SHARED_SAMPLE.resolve()
+
+
+@pytest.fixture
+def bundle():
+    """A model bundle for fan sections 0 and 1: an untrained MobileNetV2 encoder, 1-NN scorers
+    fitted on random embeddings, 64-frame test windows (at least 32256 samples per file)."""
+    import torch
+
+    from asd_lightning.data.decode import DecodeOptions
+    from asd_lightning.deploy import ModelBundle
+    from asd_lightning.features.log_mel import LogMel
+    from asd_lightning.models.section_id_baseline import SectionIDBaseline
+    from asd_lightning.scoring import KNNInlier
+    from asd_lightning.scoring.section_scorer import SectionScorer
+
+    torch.manual_seed(0)
+    encoder = SectionIDBaseline(num_sections=2).eval()
+    rng = np.random.default_rng(0)
+    scorers = {s: SectionScorer([KNNInlier(k=1).fit(rng.normal(size=(5, 1280)))]) for s in (0, 1)}
+    return ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(),
+                       test_segments={"kind": "windows", "frames": 64, "hop": 8},
+                       decode_options=DecodeOptions(), scorers=scorers, threshold=40.0, amplitude=(0.0, 0.1))
+
+
+@pytest.fixture
+def bundle_dir(bundle, tmp_path: Path) -> Path:
+    return bundle.save(tmp_path / "bundle")

@@ -7,35 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
-from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.deploy import ModelBundle
 from asd_lightning.deploy.bundle import section_from_name
 from asd_lightning.deploy.cli import main as score_main
-from asd_lightning.features.log_mel import LogMel
-from asd_lightning.models.section_id_baseline import SectionIDBaseline
-from asd_lightning.scoring import KNNInlier
-from asd_lightning.scoring.section_scorer import SectionScorer
 from conftest import write_wav
-
-WINDOWS = {"kind": "windows", "frames": 64, "hop": 8}
-
-
-@pytest.fixture
-def bundle() -> ModelBundle:
-    torch.manual_seed(0)
-    encoder = SectionIDBaseline(num_sections=2).eval()
-    rng = np.random.default_rng(0)
-    scorers = {s: SectionScorer([KNNInlier(k=1).fit(rng.normal(size=(5, 1280)))]) for s in (0, 1)}
-    return ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(), test_segments=WINDOWS,
-                       decode_options=DecodeOptions(), scorers=scorers, threshold=40.0, amplitude=(0.0, 0.1))
-
-
-@pytest.fixture
-def bundle_dir(bundle: ModelBundle, tmp_path: Path) -> Path:
-    return bundle.save(tmp_path / "bundle")
-
 
 def test_section_from_name() -> None:
     assert section_from_name("section_02_source_test_normal_0001_a_1.wav") == 2

@@ -76,17 +76,19 @@ def test_machine_type_selection_and_default_out(tmp_path, capsys):
     assert main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data")]) == 0
     data = json.loads((scores_dir / "scores.json").read_text())
     assert list(data["machines"]) == ["fan"]
-    # folders of unscored machine types are not read: a stray file there does not matter
+    # folders of unscored machine types are not read: a stray file there does not matter; the table
+    # now in the --scores folder is never overwritten, so this one goes to --out
     wav(tmp_path / "data" / "ToyCar" / "test" / "notes_copy.wav")
-    assert main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data")]) == 0
+    out = ["--out", str(tmp_path / "eval")]
+    assert main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data"), *out]) == 0
     # asking for ToyCar too reports its unscored clips
     code = main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data"),
-                 "--machine-types", "fan", "ToyCar"])
+                 "--machine-types", "fan", "ToyCar", *out])
     assert code == 2
     assert "notes_copy.wav" in capsys.readouterr().err  # ToyCar is read now: its stray file is named
     (tmp_path / "data" / "ToyCar" / "test" / "notes_copy.wav").unlink()
     code = main(["--year", "2022", "--scores", str(scores_dir), "--root", str(tmp_path / "data"),
-                 "--machine-types", "fan", "ToyCar"])
+                 "--machine-types", "fan", "ToyCar", *out])
     assert code == 2
     assert "8 test clip(s) have no score: ToyCar/section_00_source_test_anomaly_0002_a_1.wav, " in capsys.readouterr().err
 
