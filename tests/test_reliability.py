@@ -49,8 +49,8 @@ def child_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]), WANDB_MODE="offline")
 
 
-def start(overrides: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "asd_lightning.train", *overrides], cwd=cwd, env=child_env(),
+def start(overrides: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "asd_lightning.train", *overrides], cwd=cwd, env=env or child_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -171,6 +171,34 @@ def test_sigterm_exits_143_says_how_to_resume_and_that_command_resumes_exactly(t
     result = subprocess.run(["bash", "-c", resume], env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert outputs(runs[0]) == outputs(reference)
+
+
+@pytest.mark.slow
+def test_under_slurm_the_requeue_signal_requeues_and_the_requeued_job_resumes_exactly(tiny_data, reference,
+                                                                                      tmp_path: Path) -> None:
+    calls = tmp_path / "scontrol_calls"
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (tmp_path / "bin" / "scontrol").chmod(0o755)
+    env = dict(child_env(), PATH=f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}", SLURM_NTASKS="1",
+               SLURM_JOB_ID="4242", SLURM_JOB_NAME="asd", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0",
+               SLURM_NODELIST="localhost")
+    run, marker = tmp_path / "slurm-4242", tmp_path / "paused"  # the sbatch line: hydra.run.dir=.../slurm-$SLURM_JOB_ID
+    command = [*TINY_RUN, *tiny_data, f"hydra.run.dir={run}", "ckpt_path=last"]
+    job = start(command + pause_at(epoch=1, batch=1, marker=marker), tmp_path, env)
+    wait_for(marker, job)
+    job.send_signal(signal.SIGUSR1)  # what `#SBATCH --signal=SIGUSR1@90` sends before the time limit
+    end = time.monotonic() + 120
+    while not calls.exists():
+        assert job.poll() is None and time.monotonic() < end
+        time.sleep(0.05)
+    assert calls.read_text().split() == ["requeue", "4242"]  # Lightning requeued the job
+    job.send_signal(signal.SIGTERM)  # SLURM then stops it
+    code, _, err = finish(job)
+    assert code == EXIT_INTERRUPTED and f"{run / 'checkpoints' / 'last.ckpt'} holds the end of epoch 0" in err
+    code, _, err = finish(start(command, tmp_path, env))  # the requeued job: the same command
+    assert code == 0, err[-3000:]
+    assert outputs(run) == outputs(reference)
 
 
 # ---------------------------------------------------------------- 3. pre-flight, before the first epoch
