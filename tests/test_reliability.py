@@ -137,6 +137,29 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path)
     assert torch.equal(drawn[0], expected[0]) and np.array_equal(drawn[1], expected[1]) and drawn[2] == expected[2]
 
 
+def test_rng_states_are_restored_when_fitting_resumes_not_when_testing(tmp_path: Path) -> None:
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asd_lightning.callbacks.checkpointing import RNGState
+
+    def trainer(epochs: int) -> L.Trainer:
+        return L.Trainer(max_epochs=epochs, callbacks=[RNGState()], default_root_dir=tmp_path, logger=False,
+                         enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_train_batches=2,
+                         limit_val_batches=1, limit_test_batches=1)
+
+    first = trainer(1)
+    first.fit(BoringModel())
+    first.save_checkpoint(tmp_path / "saved.ckpt")
+    saved = torch.load(tmp_path / "saved.ckpt", weights_only=False)["callbacks"]["RNGState"]["rng"]["numpy"][1]
+    np.random.seed(5)
+    trainer(1).test(BoringModel(), ckpt_path=tmp_path / "saved.ckpt")
+    assert np.array_equal(np.random.get_state()[1], np.random.RandomState(5).get_state()[1])  # untouched
+    trainer(1).fit(BoringModel(), ckpt_path=tmp_path / "saved.ckpt")  # nothing left to train: only the restore
+    assert np.array_equal(np.random.get_state()[1], saved.numpy().astype(np.uint32))
+
+
 def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tiny_data, reference, tmp_path: Path) -> None:
     run, marker = tmp_path / "run", tmp_path / "paused"
     command = [*TINY_RUN, *tiny_data, f"hydra.run.dir={run}", "ckpt_path=last"]

@@ -65,17 +65,23 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 class RNGState(L.Callback):
-    """Random states in every checkpoint, set again as soon as a checkpoint is loaded.
+    """Random states in every checkpoint, set again as soon as a checkpoint is loaded to resume
+    training (not when ``trainer.test`` loads one).
 
     Loading is the moment to restore them: a resumed fit creates its first training iterator
-    (which draws the shuffling and worker seeds) before any epoch hook runs, and it skips the
-    sanity check, so nothing draws between loading and the point where the uninterrupted run
-    drew next.
+    before any epoch hook runs, and it skips the sanity check, so nothing draws between loading
+    and the point where the uninterrupted run drew next.
     """
+
+    def __init__(self) -> None:
+        self._fitting = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self._fitting = stage == "fit"  # Lightning calls setup before it loads a checkpoint
 
     def state_dict(self) -> dict[str, Any]:
         return {"rng": rng_states()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if "rng" in state_dict:
+        if self._fitting and "rng" in state_dict:
             set_rng_states(state_dict["rng"])
