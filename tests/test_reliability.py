@@ -4,6 +4,8 @@ override, and asd-score / asd-evaluate handle bad files and folders.
 
 Training runs here are real child processes (``python -m asd_lightning.train``) on a tiny
 DCASE folder, killed or signalled at a known batch by the test-only ``PauseAt`` callback.
+Concurrent cache builds (one decode, one cache) are tested in ``test_decode_cache``, bad score
+CSVs in ``test_evaluate_cli``.
 """
 
 from __future__ import annotations
@@ -174,6 +176,15 @@ def test_sigkill_mid_epoch_then_the_same_command_resumes_exactly(tiny_data, refe
     assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in out + err
     # the same scores, decisions, thresholds and table, to the byte, as the uninterrupted run
     assert outputs(run) == outputs(reference)
+
+
+def test_the_same_seed_twice_gives_identical_submissions(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=6, n_test=2, seconds=2.5)
+    for run in ("a", "b"):
+        train(compose_train(["experiment=ae_baseline", "trainer.max_epochs=2", "data.batch_size=4",
+                             *[o for o in local_copy(root, tmp_path, "fan") if not o.startswith("data.ground_truth")]],
+                            tmp_path / run))
+    assert len(outputs(tmp_path / "a")) == 5 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
 
 
 # ---------------------------------------------------------------- 2. SIGTERM
