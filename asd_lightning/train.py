@@ -47,9 +47,12 @@ def finish_wandb(exit_code: int | None = None) -> None:
 
 def interrupted(trainer: L.Trainer, stage: str, name: str) -> SystemExit:
     """Report a SIGTERM (where it stopped, what is saved, how to resume) and exit non-zero."""
-    hydra_cfg = HydraConfig.get()
-    message = interrupted_message(trainer, list(hydra_cfg.overrides.task), hydra_cfg.runtime.output_dir,
-                                  hydra_cfg.runtime.cwd, stage)
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        overrides, output_dir, cwd = list(hydra_cfg.overrides.task), hydra_cfg.runtime.output_dir, hydra_cfg.runtime.cwd
+    else:  # train() called from Python
+        overrides, output_dir, cwd = [], trainer.default_root_dir, os.getcwd()
+    message = interrupted_message(trainer, overrides, output_dir, cwd, stage)
     log.error(message)
     if trainer.is_global_zero:
         print(f"asd-{name}: {message}", file=sys.stderr, flush=True)

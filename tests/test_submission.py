@@ -122,7 +122,8 @@ def test_decision_file_must_match_scores(tmp_path):
     (tmp_path / "decision_result_fan_section_00_test.csv").unlink()
     write(tmp_path / "anomaly_score_pump_section_00_test.csv", "c.wav,0.5\n")
     write(tmp_path / "decision_result_pump_section_00_test.csv", "c.wav,0\n")
-    with pytest.raises(ValueError, match="anomaly_score_fan_section_00_test.csv: no matching decision_result"):
+    with pytest.raises(ValueError, match=r"decision_result_fan_section_00_test.csv is missing \(its anomaly_score "
+                                         r"file anomaly_score_fan_section_00_test.csv is there\)"):
         read_submission(tmp_path, 2022)
 
 
