@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         from asd_lightning.data.clip_index import build_clip_index
 
         out = args.out or args.scores
-        taken = [p.name for p in (args.scores / "scores.csv", args.scores / "scores.json") if p.exists()]
+        tables = ["scores.csv", "scores.json"] + (["two_bce_measure.json"] if args.protocol == "two_bce" else [])
+        taken = [name for name in tables if (args.scores / name).exists()]
         if args.out is None and taken:
             raise ValueError(f"{args.scores} already holds {' and '.join(taken)} (the run's own table); "
                              "pass --out <folder> to write the table elsewhere")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.protocol == "two_bce":
             measure = TwoBCEMeasure.from_report(report)
             print(measure.format_table())
-            print(f"wrote {measure.save(args.out or args.scores)}")
+            print(f"wrote {measure.save(out)}")
     except (ValueError, OSError, ImportError) as error:
         message = " ".join(str(error).split())
         print(f"asd-evaluate: error: {message}", file=sys.stderr)
