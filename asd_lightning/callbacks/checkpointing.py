@@ -5,9 +5,9 @@ it also saved a top-k checkpoint, so with ``monitor`` set ``last.ckpt`` can stay
 epoch. :class:`ModelCheckpoint` here writes it at the end of every training epoch, after that
 epoch's validation, whatever the monitored metric does. :class:`RNGState` puts the torch,
 numpy, Python (and CUDA) random states into every checkpoint and sets them again when training
-resumes, so a resumed run continues
-exactly as one that was never stopped. The optimiser, LR schedule, epoch (hence the samplers'
-epoch) and the best-checkpoint record are Lightning's own checkpoint state.
+resumes, so a resumed run continues exactly as one that was never stopped. The optimiser, LR
+schedule, epoch (hence the samplers' epoch) and the best-checkpoint record are Lightning's own
+checkpoint state.
 """
 
 from __future__ import annotations
