@@ -47,11 +47,10 @@ def finish_wandb(exit_code: int | None = None) -> None:
 
 def interrupted(trainer: L.Trainer, stage: str, name: str) -> SystemExit:
     """Report a SIGTERM (where it stopped, what is saved, how to resume) and exit non-zero."""
-    if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        overrides, output_dir, cwd = list(hydra_cfg.overrides.task), hydra_cfg.runtime.output_dir, hydra_cfg.runtime.cwd
-    else:  # train() called from Python
-        overrides, output_dir, cwd = [], trainer.default_root_dir, os.getcwd()
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else OmegaConf.create()
+    overrides = list(OmegaConf.select(hydra_cfg, "overrides.task", default=None) or [])
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None) or trainer.default_root_dir
+    cwd = OmegaConf.select(hydra_cfg, "runtime.cwd", default=None) or os.getcwd()  # train() from Python
     message = interrupted_message(trainer, overrides, output_dir, cwd, stage)
     log.error(message)
     if trainer.is_global_zero:

@@ -22,3 +22,17 @@ class PauseAt(L.Callback):
             end = time.monotonic() + self.seconds
             while time.monotonic() < end and not trainer.received_sigterm:
                 time.sleep(0.05)
+
+
+class TerminateAt(L.Callback):
+    """After training batch ``batch`` of epoch ``epoch``, send SIGTERM to this very process."""
+
+    def __init__(self, epoch: int, batch: int) -> None:
+        self.epoch, self.batch = epoch, batch
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)

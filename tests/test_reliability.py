@@ -83,6 +83,12 @@ def outputs(run: Path) -> dict[str, bytes]:
     return {f.name: f.read_bytes() for f in files}
 
 
+def copy_of(root: Path, tmp_path: Path, machines: str) -> list[str]:
+    """Overrides that read a tiny DCASE folder without ground truth (see ``local_copy``)."""
+    return [o for o in local_copy(root, tmp_path, machines) if not o.startswith("data.ground_truth")] + \
+        ["data.progress=false"]
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> list[str]:
     base = tmp_path_factory.mktemp("resume")
@@ -199,12 +205,25 @@ def test_sigterm_exits_143_says_how_to_resume_and_that_command_resumes_exactly(t
     runs = list((tmp_path / "logs" / "train" / "runs").iterdir())
     assert len(runs) == 1 and not (runs[0] / "submission").exists()  # no scores: not a success
     last = runs[0] / "checkpoints" / "last.ckpt"
-    assert f"asd-train: interrupted by SIGTERM in epoch 1; {last} holds the end of epoch 0." in err
+    assert f"asd-train: interrupted by SIGTERM; {last} holds the end of epoch 0, so training resumes at epoch 1." in err
     resume = err.split("with:\n", 1)[1].splitlines()[0].strip()
     assert resume.startswith(f"cd {tmp_path} && ") and resume.endswith(f"hydra.run.dir={runs[0]} ckpt_path=last")
     result = subprocess.run(["bash", "-c", resume], env=child_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert outputs(runs[0]) == outputs(reference)
+
+
+def test_sigterm_in_a_run_started_from_python_reports_too(tmp_path: Path, capsys) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=6, n_test=2, seconds=2.5)
+    cfg = compose_train(["experiment=ae_baseline", "trainer.max_epochs=3", "data.batch_size=2",
+                         "+callbacks.stop._target_=pause_callback.TerminateAt", "+callbacks.stop.epoch=1",
+                         "+callbacks.stop.batch=0", *copy_of(root, tmp_path, "fan")], tmp_path / "run")
+    with pytest.raises(SystemExit) as stop:
+        train(cfg)
+    assert stop.value.code == EXIT_INTERRUPTED
+    assert (f"interrupted by SIGTERM; {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} holds the end of epoch 0, "
+            "so training resumes at epoch 1.") in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # Lightning put the default handler back
 
 
 @pytest.mark.slow
@@ -236,12 +255,6 @@ def test_under_slurm_the_requeue_signal_requeues_and_the_requeued_job_resumes_ex
 
 
 # ---------------------------------------------------------------- 3. pre-flight, before the first epoch
-def copy_of(root: Path, tmp_path: Path, machines: str) -> list[str]:
-    """Overrides that read a tiny DCASE folder without ground truth (see ``local_copy``)."""
-    return [o for o in local_copy(root, tmp_path, machines) if not o.startswith("data.ground_truth")] + \
-        ["data.progress=false"]
-
-
 def test_clips_shorter_than_one_test_window_fail_before_training_naming_the_shortest(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=4, n_test=1, seconds=3.0)
     short = root / "dev_data" / "fan" / "test" / "section_00_source_test_normal_0000_a_0_b_0.wav"

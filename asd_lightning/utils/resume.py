@@ -95,8 +95,10 @@ def interrupted_message(trainer: L.Trainer, overrides: Sequence[str], output_dir
     epoch = checkpoint_epoch(last) if last.is_file() else None
     if epoch is None:
         saved = f"no epoch had finished, so resuming starts afresh in the same folder ({last} does not exist yet)"
-    else:
+    elif stage == "test":
         saved = f"{last} holds the end of epoch {epoch}"
-    when = "while testing, after training" if stage == "test" else f"in epoch {trainer.current_epoch}"
-    return (f"interrupted by SIGTERM {when}; {saved}. Resume it (it continues exactly as an uninterrupted run "
+    else:
+        saved = f"{last} holds the end of epoch {epoch}, so training resumes at epoch {epoch + 1}"
+    when = " while testing, after training" if stage == "test" else ""
+    return (f"interrupted by SIGTERM{when}; {saved}. Resume it (it continues exactly as an uninterrupted run "
             f"would) with:\n  {where}{resume_command(overrides, output_dir)}")
