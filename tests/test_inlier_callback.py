@@ -68,8 +68,12 @@ def test_fit_subset_domains_and_per_domain_minimum() -> None:
     source_only = InlierModelCallback(model=lambda: KNNInlier(k=1), fit_domains=["source"])
     assert scores(source_only.score(clip_table(), TEST, FIT)[0]) == pytest.approx([1.0, 9.0])
     # per domain, k=2: source model {0, 2}, target model {10, 13}; the minimum of the two
-    per_domain = InlierModelCallback(model=lambda: KNNInlier(k=2), per_domain=True)
+    # (k=2 of 2 fit clips is more than half of them: fitted as asked, recorded as too small)
+    per_domain = InlierModelCallback(model=lambda: KNNInlier(k=2, size_guard="warn"), per_domain=True)
     assert scores(per_domain.score(clip_table(), TEST, FIT)[0]) == pytest.approx([2.0, 1.5])
+    sizing = per_domain.sizing.set_index("domain")
+    assert list(sizing.index) == ["source", "target"] and (sizing["fit_size"] == 2).all()
+    assert sizing["used"].tolist() == [{"k": 2}] * 2 and sizing["reason"].str.contains("at most half").all()
 
 
 def test_model_zscore_puts_domain_models_on_one_scale() -> None:
@@ -90,6 +94,35 @@ def test_model_zscore_puts_domain_models_on_one_scale() -> None:
     # 2 is 1 from the source clips and 8 from the target ones; 16 is 13 and 2 away
     assert scores(test_scores) == pytest.approx([min(z(1, src), z(8, tgt)), min(z(13, src), z(2, tgt))])
     assert scores(fit_scores) == pytest.approx([z(1, src), z(1, src), z(2, src), z(4, tgt), z(4, tgt), z(6, tgt)])
+
+
+def test_standardize_scales_every_dimension_by_the_sections_fit_clips() -> None:
+    # fit clip means (0, 0), (2, 200), (4, 400), (6, 600): mean (3, 300), std (√5, 100·√5)
+    table = pd.DataFrame({"clip_id": range(5), "machine": "fan", "section": 0, "domain": "source",
+                          "subset": ["train"] * 4 + ["test"]})
+    fit = {i: np.array([[2.0 * i, 200.0 * i]]) for i in range(4)}
+    test = {4: np.array([[3.0, 0.0]])}
+    raw = InlierModelCallback(model=lambda: KNNInlier(k=1))
+    assert scores(raw.score(table, test, fit)[0]) == pytest.approx([3.0])  # nearest: (0, 0)
+    # standardised: (0, -3/√5) is 1 from (-1/√5, -1/√5), the standardised (2, 200)
+    scaled = InlierModelCallback(model=lambda: KNNInlier(k=1), standardize=True)
+    assert scores(scaled.score(table, test, fit)[0]) == pytest.approx([1.0])
+    scorer = scaled.scorers[("fan", 0)]
+    assert scorer.center.tolist() == pytest.approx([3.0, 300.0])
+    assert scorer.scale.tolist() == pytest.approx([5 ** 0.5, 100 * 5 ** 0.5])
+    assert scorer([test[4]]).tolist() == pytest.approx([1.0])  # the scorer alone (bundles) standardises too
+
+
+def test_z_scored_domain_models_need_three_clips_per_domain() -> None:
+    # clip_table(): source clips 0, 1 and target clips 2, 3: too few to put either domain on a scale
+    cb = InlierModelCallback(model=lambda: KNNInlier(k=1), per_domain=True, model_zscore=True)
+    test, _ = cb.score(clip_table(), TEST, FIT)
+    # one pooled 1-NN (distances 1, 1) on the scale of its fit clips' own distances 2, 2, 3, 3
+    assert scores(test) == pytest.approx([(1.0 - 2.5) / 0.5] * 2)
+    record = cb.sizing.iloc[0]
+    assert (record["model"], record["used"], record["fit_size"]) == ("per-domain models", {"per_domain": False}, 4)
+    assert record["reason"] == "source has 2 fit clip(s), target has 2 fit clip(s); a z-scored domain model needs 3"
+    assert cb.scorers[("fan", 0)].domains == []
 
 
 def test_segment_scores_aggregated_per_clip_and_zscore() -> None:

@@ -32,7 +32,16 @@ def test_knn_mean_distance_by_hand() -> None:
     assert one.tolist() == pytest.approx([0.0, 3.0])  # (3,4) is 3 from (0,4), 4 from (3,0), 5 from (0,0)
     two = KNNInlier(k=2).fit(bank).score(test)
     assert two.tolist() == pytest.approx([1.5, 3.5])
-    assert KNNInlier(k=10).fit(bank).score(test).tolist() == pytest.approx([7 / 3, 4.0])  # k capped at 3
+    # k=10 on 3 fit embeddings: shrunk to half of them rounded up (2), or as asked (capped at 3) with a warning
+    shrunk = KNNInlier(k=10).fit(bank)
+    assert shrunk.score(test).tolist() == pytest.approx([1.5, 3.5])
+    assert (shrunk.sizing.requested, shrunk.sizing.used, shrunk.sizing.fit_size) == ({"k": 10}, {"k": 2}, 3)
+    warned = KNNInlier(k=10, size_guard="warn").fit(bank)
+    assert warned.score(test).tolist() == pytest.approx([7 / 3, 4.0])
+    assert warned.sizing.used == {"k": 10} and "at most half of them (2)" in warned.sizing.reason
+    assert KNNInlier(k=2).fit(bank).sizing.reason == ""  # 2 of 3 is at most half, rounded up
+    with pytest.raises(ValueError, match=r"KNNInlier: k=10 on 3 fit embeddings.*callbacks.inlier.model.k"):
+        KNNInlier(k=10, size_guard="error").fit(bank)
     cosine = KNNInlier(k=1, metric="cosine").fit(np.array([[1.0, 0.0]])).score(np.array([[1.0, 1.0], [0.0, 2.0]]))
     assert cosine.tolist() == pytest.approx([1 - 1 / math.sqrt(2), 1.0])
     assert KNNInlier(k=1).fit(torch.tensor(bank)).score(torch.tensor(test)).tolist() == pytest.approx([0.0, 3.0])
@@ -48,7 +57,9 @@ def test_gmm_is_the_negative_gaussian_log_likelihood() -> None:
     expected = -(-0.5 * ((test - mean) / std) ** 2 - np.log(std * math.sqrt(2 * math.pi))).sum(1)
     assert scores.tolist() == pytest.approx(expected.tolist(), rel=1e-4)
     with pytest.raises(ValueError, match="at least as many"):
-        GMMInlier(n_components=8).fit(train[:4])
+        GMMInlier(n_components=8, size_guard="warn").fit(train[:4])
+    # shrunk: a full covariance in 2 dimensions needs 4 embeddings, so 4 carry one component
+    assert GMMInlier(n_components=8).fit(train[:4]).sizing.used == {"n_components": 1, "covariance_type": "full"}
 
 
 def test_lof_flags_the_isolated_point() -> None:
@@ -56,7 +67,9 @@ def test_lof_flags_the_isolated_point() -> None:
     scores = LOFInlier(n_neighbors=5).fit(grid).score(np.array([[2.0, 2.0], [2.5, 2.5], [20.0, 20.0]]))
     assert scores[0] == pytest.approx(1.0, abs=0.15) and scores[1] < 1.5
     assert scores[2] > 5.0
-    assert LOFInlier(n_neighbors=50).fit(grid[:3]).model.n_neighbors_ == 2  # capped at N - 1
+    small = LOFInlier(n_neighbors=50).fit(grid[:5])  # at most half the fit set, rounded up
+    assert small.model.n_neighbors_ == 3 and small.sizing.used == {"n_neighbors": 3}
+    assert LOFInlier(n_neighbors=50, size_guard="warn").fit(grid[:3]).model.n_neighbors_ == 2  # capped at N - 1
 
 
 def test_bad_embeddings_are_clear_errors() -> None:

@@ -6,7 +6,9 @@ last checkpoint that ``trainer.test`` loaded), the callback
 1. embeds every segment of the test clips (in the test loop) and of the chosen fit clips,
 2. fits one inlier model per section (optionally one per domain, scoring with the minimum),
    on the fit clips' segment embeddings or their clip-mean embeddings (``embedding_mean``,
-   as DG-Mix does),
+   as DG-Mix does), sized to the fit set (:mod:`asd_lightning.scoring.section_fit` and
+   :mod:`~asd_lightning.scoring.sizing`; what was shrunk goes to the log, to
+   ``inlier_models.csv`` beside the submission and to the ``test/inlier_small_fit_sets`` metric),
 3. scores the test segments, optionally z-scores per section, aggregates per clip, and
 4. hands the clip scores to :class:`OfficialScores` (decision thresholds from the fit clips'
    scores, cross-fitted by clip so that no clip scores against itself, submission CSVs, the official table, metrics to every logger), and
@@ -34,7 +36,8 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from asd_lightning.callbacks.official_scores import OfficialScores, clip_batches, gather_objects
 from asd_lightning.metrics import plots
 from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier
-from asd_lightning.scoring.section_scorer import SectionScorer, embedding_rows
+from asd_lightning.scoring.section_fit import SectionFitter
+from asd_lightning.scoring.section_scorer import SectionScorer
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +120,15 @@ class InlierModelCallback(OfficialScores):
             or ``fit`` (both).
         fit_domains: domains of those clips to use (``[source]``, ``[target]`` or both).
         per_domain: one model per domain and section; a clip's score is the minimum.
-        aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
-            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
-        zscore: standardise scores per section by the fit clips' scores.
         model_zscore: standardise each model's scores by the (cross-fitted) scores of the clips
             it was fitted on, before the minimum: with ``per_domain`` this puts the source and
             the target model on one scale, so a sparse target domain is not scored as anomalous
             just for being far from its few training clips.
+        standardize: centre and scale every embedding dimension by the section's fit clips
+            before the models see them (the training-free floor's statistics need it).
+        aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
+            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
+        zscore: standardise scores per section by the fit clips' scores.
         threshold_folds: the fit clips' own scores (for the decision thresholds and the
             z-score) come from models fitted without them, in this many folds of whole clips.
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
@@ -135,7 +140,7 @@ class InlierModelCallback(OfficialScores):
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
                  aggregation: str = "embedding_mean", zscore: bool = False, model_zscore: bool = False,
-                 threshold_folds: int = 5,
+                 standardize: bool = False, threshold_folds: int = 5,
                  plots: bool = True,
                  projection: str = "pca", bundle_dir: str | Path | None = None,
                  output_dir: str | Path = "submission", decision_quantile: float = 0.9,
@@ -149,16 +154,14 @@ class InlierModelCallback(OfficialScores):
         bad = set(fit_domains) - {"source", "target"}
         if bad or not fit_domains:
             raise ValueError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
-        self.model_factory = model or (lambda: KNNInlier(k=1))
         self.fit_subset = fit_subset
         self.fit_domains = list(fit_domains)
-        self.per_domain = per_domain
         self.aggregation = aggregation
-        self.zscore = zscore
-        self.model_zscore = model_zscore
         if threshold_folds < 1:
             raise ValueError(f"threshold_folds must be >= 1, got {threshold_folds}")
-        self.threshold_folds = threshold_folds
+        self.fitter = SectionFitter(model or (lambda: KNNInlier(k=1)), aggregation, self.fit_domains, per_domain,
+                                    model_zscore, zscore, standardize, threshold_folds)
+        self.sizing = pd.DataFrame()
         self.plots = plots
         self.projection = projection
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
@@ -205,6 +208,10 @@ class InlierModelCallback(OfficialScores):
         fit = embed_clips(pl_module, datamodule, "fit", clip_mean=self.aggregation == "embedding_mean")
         test_scores, fit_scores = self.score(datamodule.clips, test, fit)
         self.publish(trainer, pl_module, test_scores, fit_scores)
+        small = int(self.sizing["reason"].astype(bool).sum()) if len(self.sizing) else 0
+        pl_module.log("test/inlier_small_fit_sets", float(small), rank_zero_only=True)
+        if trainer.is_global_zero and len(self.sizing):
+            self.sizing.to_csv(self.output_dir / "inlier_models.csv", index=False)
         if self.bundle_dir is not None and trainer.is_global_zero:
             for machine in datamodule.machine_types:
                 path = self.write_bundle(datamodule, pl_module, machine)
@@ -232,64 +239,27 @@ class InlierModelCallback(OfficialScores):
             scorers={s: sc for (m, s), sc in self.scorers.items() if m == machine},
             threshold=float(self.thresholds[machine]), amplitude=amplitude, year=datamodule.year,
             config_yaml=_run_config_yaml(),
-            info={"fit_subset": self.fit_subset, "fit_domains": self.fit_domains, "per_domain": self.per_domain,
-                  "model_zscore": self.model_zscore, "decision_quantile": self.decision_quantile},
+            info={"fit_subset": self.fit_subset, "fit_domains": self.fit_domains, "per_domain": self.fitter.per_domain,
+                  "model_zscore": self.fitter.model_zscore, "standardize": self.fitter.standardize,
+                  "decision_quantile": self.decision_quantile},
         )
         return bundle.save(self.bundle_dir / machine)
 
     # -- scoring -------------------------------------------------------------------
-    def fit_section(self, fit: dict[int, np.ndarray], section_fit: list[int], used: list[int],
-                    domain_of: dict[int, str]) -> tuple[SectionScorer, np.ndarray]:
-        """Fit the section's scorer on the clips ``used``; return it and the scores of all its
-        ``section_fit`` clips, those the models were fitted on cross-fitted by clip."""
-        groups = [[i for i in used if domain_of[i] == d] for d in self.fit_domains] if self.per_domain else [used]
-        domains = [d for d, g in zip(self.fit_domains, groups) if g] if self.per_domain else []
-        groups = [g for g in groups if g]
-        fit_scores, models, model_scale = [], [], []
-        for members in groups:
-            models.append(self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0]))
-            scores = SectionScorer(models[-1:], self.aggregation).raw([fit[i] for i in section_fit])
-            position = {clip: j for j, clip in enumerate(section_fit)}
-            for clip, score in self.cross_fitted(fit, members).items():
-                scores[position[clip]] = score
-            if self.model_zscore:
-                own = scores[[position[clip] for clip in members]]
-                model_scale.append((float(own.mean()), float(own.std() or 1.0)))
-                scores = (scores - model_scale[-1][0]) / model_scale[-1][1]
-            fit_scores.append(scores)
-        scorer = SectionScorer(models, self.aggregation, domains=domains, model_scale=model_scale)
-        fit_clip = np.min(fit_scores, axis=0)
-        if self.zscore:
-            scorer.mean, scorer.std = float(fit_clip.mean()), float(fit_clip.std() or 1.0)
-        return scorer, (fit_clip - scorer.mean) / scorer.std
-
-    def cross_fitted(self, fit: dict[int, np.ndarray], members: list[int]) -> dict[int, float]:
-        """Scores of ``members`` by models fitted without them: ``threshold_folds`` folds of
-        whole clips (every window of a clip leaves together). A lone clip keeps its
-        in-sample score."""
-        folds = min(self.threshold_folds, len(members))
-        if folds < 2:
-            return {}
-        out: dict[int, float] = {}
-        for f in range(folds):
-            held = members[f::folds]
-            rest = [i for i in members if i not in set(held)]
-            model = self.model_factory().fit(embedding_rows([fit[i] for i in rest], self.aggregation)[0])
-            out.update(zip(held, SectionScorer([model], self.aggregation).raw([fit[i] for i in held])))
-        return out
-
     def score(self, clips: pd.DataFrame, test: dict[int, np.ndarray],
               fit: dict[int, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Clip scores of the ``test`` clips and of the ``fit`` clips (for the thresholds).
 
         ``clips``: the datamodule's clip table; ``test`` / ``fit``: ``clip_id`` → ``[S, D]``.
-        The fitted scorers stay in ``self.scorers`` (``(machine, section)`` → scorer).
+        The fitted scorers stay in ``self.scorers`` (``(machine, section)`` → scorer), what each
+        model was asked for and used in ``self.sizing`` (one row per model; too-small fit sets
+        are logged as warnings).
         """
         table = clips.set_index("clip_id")
         subsets = self._fit_subsets()
         ids = np.concatenate([np.array(sorted(fit), dtype=np.int64), np.array(sorted(test), dtype=np.int64)])
         self.scorers: dict[tuple[str, int], SectionScorer] = {}
-        test_parts, fit_parts = [], []
+        test_parts, fit_parts, sizing = [], [], []
         for (machine, section), group in table.loc[ids].groupby(["machine", "section"]):
             section_fit = [i for i in group.index if i in fit]
             section_test = [i for i in group.index if i in test]
@@ -298,10 +268,15 @@ class InlierModelCallback(OfficialScores):
                 if section_test:
                     raise self._no_fit_clips(machine, int(section))
                 continue  # nothing to score here, so nothing to fit
-            scorer, fit_clip = self.fit_section(fit, section_fit, used, group["domain"].to_dict())
+            scorer, fit_clip = self.fitter.fit(fit, section_fit, used, group["domain"].to_dict())
             self.scorers[(machine, int(section))] = scorer
+            for record in scorer.sizing:
+                if record.too_small:
+                    log.warning("%s section %02d (%s): %s", machine, section, record.domain, record.describe())
+                sizing.append({"machine": machine, "section": int(section), **record.to_dict()})
             if section_test:
                 test_parts.append(pd.DataFrame({"clip_id": section_test, "score": scorer([test[i] for i in section_test])}))
             fit_parts.append(pd.DataFrame({"clip_id": section_fit, "score": fit_clip}))
+        self.sizing = pd.DataFrame(sizing)
         empty = [pd.DataFrame({"clip_id": [], "score": []})]
         return pd.concat(test_parts or empty, ignore_index=True), pd.concat(fit_parts, ignore_index=True)

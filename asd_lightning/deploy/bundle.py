@@ -27,7 +27,7 @@ from asd_lightning.scoring.section_scorer import SectionScorer
 from asd_lightning.utils.errors import OptionError, Spelling
 
 BUNDLE_FILE = "bundle.pt"
-FORMAT_VERSION = 2  # 2: SectionScorer.model_scale
+FORMAT_VERSION = 3  # 2: SectionScorer.model_scale; 3: embedding standardisation and sizing records
 _SECTION = re.compile(r"(?:section|id)_(\d{2})")
 
 
@@ -85,7 +85,8 @@ class ModelBundle:
             "test_segments": self.test_segments, "sample_rate": self.decode_options.sample_rate,
             "amplitude": self.amplitude, "threshold": self.threshold,
             "inlier": {s: {"models": [type(m).__name__ for m in sc.models], "aggregation": sc.aggregation,
-                           "domains": sc.domains, "zscore": [sc.mean, sc.std]} for s, sc in self.scorers.items()},
+                           "domains": sc.domains, "zscore": [sc.mean, sc.std], "standardized": sc.center is not None,
+                           "sizing": [r.to_dict() for r in sc.sizing]} for s, sc in self.scorers.items()},
             **self.info,
         }
 
