@@ -74,7 +74,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     stage, exit_code = "fit", None
     try:
-        if cfg.get("train"):
+        if cfg.get("train") and getattr(model, "training_free", False):
+            log.info("%s is training-free: nothing to fit, testing at once", type(model).__name__)
+        elif cfg.get("train"):
             trainer.fit(model=model, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), trainer))
         stage = "test"
         metrics = dict(trainer.callback_metrics)

@@ -50,6 +50,7 @@ class ASDMethod(L.LightningModule):
 
     # -- shared ------------------------------------------------------------------
     section_head: str | None = None  # attribute holding build_section_head's module, if any
+    training_free: bool = False  # nothing to fit (e.g. the log-mel statistics floor): asd-train only tests
 
     def init_section_head(self, num_sections: int | None) -> None:
         """In ``__init__``: build the section head now when ``num_sections`` is known, else in
