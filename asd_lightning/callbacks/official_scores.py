@@ -4,7 +4,9 @@ Works with methods that score clips directly (``ASDMethod.clip_scores``). The de
 threshold follows the official baselines: per machine type, the ``decision_quantile``
 quantile of a gamma distribution fitted to the scores of that machine's training clips.
 Metrics go to every active logger (``test/official_score`` ...); the table is printed and
-saved as ``scores.csv`` / ``scores.json`` next to the submission files.
+saved as ``scores.csv`` / ``scores.json`` next to the submission files, and every test and fit
+clip's score in ``clip_scores.csv`` (:mod:`asd_lightning.metrics.results`), which ``asd-fuse``
+reads.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from asd_lightning.metrics import evaluate, gamma_threshold, write_submission
+from asd_lightning.metrics.results import score_run
 from asd_lightning.metrics.two_bce_measure import PROTOCOLS, TwoBCEMeasure
 
 log = logging.getLogger(__name__)
@@ -98,34 +100,24 @@ class OfficialScores(L.Callback):
                 fit: pd.DataFrame) -> None:
         """Test clip scores (``clip_id``, ``score``) → decisions, official metrics and files.
 
-        ``fit``: scores of the training clips, for the per-machine gamma decision thresholds.
+        ``fit``: scores of the training clips, for the per-machine gamma decision thresholds
+        (and, saved in ``clip_scores.csv``, for score fusion).
         """
         datamodule = trainer.datamodule
-        self.report, self.measure = None, None
         clips = datamodule.clips.set_index("clip_id")
-        thresholds = {}
-        for machine, group in clips.loc[fit["clip_id"]].assign(score=fit["score"].to_numpy()).groupby("machine"):
-            thresholds[machine] = gamma_threshold(group["score"].to_numpy(), self.decision_quantile)
-        test = test.drop_duplicates("clip_id").join(clips, on="clip_id")
-        test["decision"] = (test["score"] > test["machine"].map(thresholds)).astype(int)
-        self.thresholds = thresholds
-        labelled = test[test["label"] != "unknown"]
-        if labelled.empty:
-            metrics = {}
-        else:
-            self.report = evaluate(labelled, datamodule.year)
-            metrics = self.report.metrics_dict(prefix="test/")
+        run = score_run(test.drop_duplicates("clip_id").join(clips, on="clip_id"), fit.join(clips, on="clip_id"),
+                        datamodule.year, self.decision_quantile)
+        self.thresholds, self.report, self.measure = run.thresholds, run.report, None
+        if run.report is not None:
+            metrics = run.report.metrics_dict(prefix="test/")
             if self.protocol == "two_bce":
-                self.measure = TwoBCEMeasure.from_report(self.report)
+                self.measure = TwoBCEMeasure.from_report(run.report)
                 metrics.update(self.measure.metrics_dict())
             pl_module.log_dict({k: float(v) for k, v in metrics.items() if np.isfinite(v)}, rank_zero_only=True)
         if trainer.is_global_zero:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            write_submission(test, self.output_dir, datamodule.year)
-            pd.Series(thresholds, name="threshold").to_csv(self.output_dir / "decision_thresholds.csv")
-            if self.report is not None:
-                self.report.save(self.output_dir)
-                print(self.report.format_table())
+            run.save(self.output_dir)
+            if run.report is not None:
+                print(run.report.format_table())
             if self.measure is not None:
                 self.measure.save(self.output_dir)
                 print(self.measure.format_table())

@@ -10,11 +10,14 @@ from asd_lightning.metrics.official import (
     official_statistic,
     score_columns,
 )
+from asd_lightning.metrics.results import CLIP_SCORES, ScoredRun, score_run
 from asd_lightning.metrics.submission import read_submission, submission_filename, write_submission
 
 __all__ = [
+    "CLIP_SCORES",
     "EPS",
     "ScoreReport",
+    "ScoredRun",
     "evaluate",
     "gamma_threshold",
     "hmean",
@@ -22,6 +25,7 @@ __all__ = [
     "official_statistic",
     "read_submission",
     "score_columns",
+    "score_run",
     "submission_filename",
     "write_submission",
 ]

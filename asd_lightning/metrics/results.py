@@ -1,0 +1,60 @@
+"""Clip scores → decisions, the official table and the files of a scored run.
+
+Every scored run (a trained method's test, ``asd-eval``, ``asd-fuse``) writes the same folder:
+``anomaly_score_*`` / ``decision_result_*`` CSVs, ``decision_thresholds.csv``, ``scores.csv`` /
+``scores.json`` (when test clips are labelled) and ``clip_scores.csv``: one row per test and fit
+clip with its metadata and score, what score fusion reads. The decision threshold follows the
+official baselines: per machine type, the ``decision_quantile`` quantile of a gamma distribution
+fitted to the scores of that machine's fit (training) clips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from asd_lightning.metrics.decision import gamma_threshold
+from asd_lightning.metrics.official import ScoreReport, evaluate
+from asd_lightning.metrics.submission import write_submission
+
+CLIP_SCORES = "clip_scores.csv"
+CLIP_COLUMNS = ["year", "machine", "section", "domain", "label", "split", "file", "score"]
+
+
+@dataclass
+class ScoredRun:
+    """Test clips with ``score`` and ``decision``, fit clips with ``score`` (both with the
+    :data:`CLIP_COLUMNS`), the threshold per machine type and the official report (None when
+    no test clip is labelled)."""
+
+    year: int
+    test: pd.DataFrame
+    fit: pd.DataFrame
+    thresholds: dict[str, float]
+    report: ScoreReport | None
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the run's files into ``out_dir``; returns it."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_submission(self.test, out_dir, self.year)
+        pd.Series(self.thresholds, name="threshold").to_csv(out_dir / "decision_thresholds.csv")
+        pd.concat([self.test[CLIP_COLUMNS], self.fit[CLIP_COLUMNS]], ignore_index=True).to_csv(
+            out_dir / CLIP_SCORES, index=False)
+        if self.report is not None:
+            self.report.save(out_dir)
+        return out_dir
+
+
+def score_run(test: pd.DataFrame, fit: pd.DataFrame, year: int, decision_quantile: float = 0.9) -> ScoredRun:
+    """Decide and evaluate: ``test`` and ``fit`` hold one row per clip with ``machine``,
+    ``section``, ``domain``, ``label``, ``file`` and ``score`` (and ``split``)."""
+    thresholds = {machine: gamma_threshold(group["score"].to_numpy(), decision_quantile)
+                  for machine, group in fit.groupby("machine")}
+    test = test.assign(year=int(year), decision=(test["score"] > test["machine"].map(thresholds)).astype(int))
+    labelled = test[test["label"] != "unknown"]
+    report = evaluate(labelled, year) if len(labelled) else None
+    return ScoredRun(int(year), test.reset_index(drop=True), fit.assign(year=int(year)).reset_index(drop=True),
+                     thresholds, report)
