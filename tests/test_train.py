@@ -65,6 +65,17 @@ def test_two_bce_machine_configs_follow_table_i(tmp_path: Path) -> None:
     assert fan.callbacks.inlier is None and fan.callbacks.official_scores._target_.endswith("OfficialScores")
 
 
+def test_inlier_scoring_defaults_and_the_papers_pooled_banks(tmp_path: Path) -> None:
+    default = compose_train(["experiment=mobilenetv2_baseline", "callbacks=inlier"], tmp_path).callbacks.inlier
+    assert (default.per_domain, default.model_zscore, default.standardize) == (True, True, False)
+    floor = compose_train(["experiment=logmel_knn"], tmp_path).callbacks.inlier
+    assert (floor.per_domain, floor.model_zscore, floor.standardize) == (True, True, True)
+    for experiment in ("dgmix_scratch", "dgmix_pretrain", "dgmix_finetune", "vicreg_pretrain", "vicreg_finetune",
+                       "two_bce", "two_bce/fan", "two_bce/ToyCar"):
+        inlier = compose_train([f"experiment={experiment}"], tmp_path).callbacks.inlier
+        assert (inlier.per_domain, inlier.model_zscore) == (False, False), experiment
+
+
 def test_frontend_presets_follow_the_papers(tmp_path: Path) -> None:
     dg = compose_train(["data/frontend=dg_mix"], tmp_path).data
     assert (dg.features.n_fft, dg.features.hop_length, dg.features.n_mels) == (1024, 512, 128)
