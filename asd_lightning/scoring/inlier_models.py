@@ -73,8 +73,8 @@ class GMMInlier(_Sized):
     def fit(self, x) -> "GMMInlier":
         x = _matrix(x, "training embeddings")
         asked = {k: self.params[k] for k in ("n_components", "covariance_type")}
-        used = self.guard.resolve("GMMInlier", *x.shape, asked, *gmm_setting(*x.shape, **asked),
-                                  hint="set callbacks.inlier.model.n_components or callbacks.inlier.model.covariance_type=diag")
+        hint = "set callbacks.inlier.model.n_components or callbacks.inlier.model.covariance_type=diag"
+        used = self.guard.resolve("GMMInlier", *x.shape, asked, *gmm_setting(*x.shape, **asked), hint=hint)
         if len(x) < used["n_components"]:
             raise ValueError(f"GMM with {used['n_components']} components needs at least as many "
                              f"training embeddings, got {len(x)}")
@@ -100,8 +100,8 @@ class LOFInlier(_Sized):
         if len(x) < 2:
             raise ValueError(f"LOF needs at least 2 training embeddings, got {len(x)}")
         asked = {"n_neighbors": self.n_neighbors}
-        used = self.guard.resolve("LOFInlier", *x.shape, asked, *neighbour_setting(len(x), self.n_neighbors, "n_neighbors"),
-                                  hint="set callbacks.inlier.model.n_neighbors")
+        fitting = neighbour_setting(len(x), self.n_neighbors, "n_neighbors")
+        used = self.guard.resolve("LOFInlier", *x.shape, asked, *fitting, hint="set callbacks.inlier.model.n_neighbors")
         k = min(used["n_neighbors"], len(x) - 1)
         self.model = LocalOutlierFactor(n_neighbors=k, metric=self.metric, novelty=True).fit(x)
         return self

@@ -50,7 +50,8 @@ class SectionFitter:
     standardize: bool = False
     threshold_folds: int = 5
 
-    def domain_groups(self, used: list[int], domain_of: dict[int, str], dim: int) -> tuple[list[str], list[list[int]], list[Sizing]]:
+    def domain_groups(self, used: list[int], domain_of: dict[int, str],
+                      dim: int) -> tuple[list[str], list[list[int]], list[Sizing]]:
         """The domains of the models (empty: one pooled model), their clips, and the record of
         a per-domain setting that the fit set could not carry."""
         if not self.per_domain:

@@ -45,7 +45,7 @@ class Sizing:
 
     def describe(self) -> str:
         """One line for the log, e.g. ``GMMInlier on 60 × 128: n_components 16 → 1, ... (reason)``."""
-        changes = [f"{k} {self.requested[k]} → {self.used[k]}" for k in self.requested if self.requested[k] != self.used[k]]
+        changes = [f"{k} {v} → {self.used[k]}" for k, v in self.requested.items() if v != self.used[k]]
         what = ", ".join(changes) if changes else f"fitted as asked ({self.policy})"
         return f"{self.model} on {self.fit_size} × {self.dim}: {what} ({self.reason})"
 
