@@ -9,7 +9,7 @@ DEMO_EXPERIMENT ?= mobilenetv2_baseline
 DEMO_EPOCHS ?= 3
 DEMO_CALLBACKS ?= inlier
 
-.PHONY: install demo test test-fast bench gpu-check clean-logs help
+.PHONY: install demo test test-fast bench gpu-check method-table clean-logs help
 
 help:
 	@echo "make demo       set up, write the synthetic dataset, train the MobileNetV2 baseline, fit the inlier models, print the official scores"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast  set up and run the tests not marked slow"
 	@echo "make bench      data-pipeline benchmark (writes benchmarks/data_pipeline.json)"
 	@echo "make gpu-check  throughput, profile and a GPU-budget method comparison (benchmarks/gpu_check.sh)"
+	@echo "make method-table  every method on the synthetic set, one table (writes benchmarks/method_table.md/.json)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ required, found " + sys.version' 
@@ -44,6 +45,9 @@ bench: $(STAMP)
 
 gpu-check: $(STAMP)
 	bash benchmarks/gpu_check.sh
+
+method-table: $(STAMP)
+	$(BIN)/python benchmarks/method_table.py --out benchmarks/method_table.json --markdown benchmarks/method_table.md
 
 clean-logs:
 	rm -rf logs

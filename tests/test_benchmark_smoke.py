@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ SCRIPT = BENCHMARKS / "data_pipeline.py"
 def load_benchmark(script: Path = SCRIPT):
     spec = importlib.util.spec_from_file_location(f"asd_benchmark_{script.stem}", script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -105,3 +107,22 @@ def test_gpu_check_quick_mode_writes_every_part(tmp_path: Path) -> None:
         assert 0.0 <= row["official_score"] <= 1.0 and set(row["runs"]) == {"fan", "gearbox", "valve"}, name
     table = (out / "gpu_check.md").read_text()
     assert "| dgmix_pretrain |" in table and "| two_bce |" in table
+
+
+def test_quick_method_table_runs_the_floor_a_trained_method_and_their_fusion(tmp_path: Path) -> None:
+    bench = load_benchmark(BENCHMARKS / "method_table.py")
+    out, markdown = tmp_path / "table.json", tmp_path / "table.md"
+    keys = ["floor", "mobilenetv2", "fusion"]
+    results = bench.main(["--quick", "--methods", *keys, "--workdir", str(tmp_path / "work"), "--out", str(out),
+                          "--markdown", str(markdown)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(results))
+    rows = {row["key"]: row for row in results["rows"]}
+    assert list(rows) == keys and not [row["error"] for row in rows.values() if "error" in row]
+    table = markdown.read_text()
+    for key, row in rows.items():
+        assert 0.0 <= row["official"] <= 100.0 and row["seconds"] > 0 and row["method"] in table
+        assert {f"{m}/{metric}" for m in ("fan", "gearbox", "valve") for metric in ("auc_source", "auc_target", "pauc")} <= set(row)
+        assert row.get("below_floor") == (None if key == "floor" else row["official"] < rows["floor"]["official"])
+    assert rows["fusion"]["seconds"] >= rows["floor"]["seconds"] + rows["mobilenetv2"]["seconds"]  # its inputs'
+    assert results["settings"]["quick"] is True and "QUICK smoke run" in table
+    assert (tmp_path / "work" / "runs" / "mobilenetv2" / "0_0" / "submission" / "clip_scores.csv").is_file()

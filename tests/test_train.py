@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from asd_lightning.metrics import read_submission
@@ -101,6 +103,10 @@ def test_ae_baseline_end_to_end(tmp_path: Path) -> None:
     assert report["official_score"] == pytest.approx(metrics["test/official_score"], abs=1e-6)
     assert 0.0 <= metrics["test/official_score"] <= 1.0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+    clips = pd.read_csv(submission / "clip_scores.csv")  # what asd-fuse reads: every test and fit clip once
+    assert clips.groupby("split").size().to_dict() == {"test": 2 * (2 * 2 * 2 * 2 + 4), "train": 2 * (2 * 7 + 6)}
+    merged = clips.merge(scores, on=["machine", "section", "file"])
+    assert len(merged) == len(scores) and np.allclose(merged["score_x"], merged["score_y"])
     logged = (tmp_path / "run" / "csv" / "version_0" / "metrics.csv").read_text()
     assert "test/official_score" in logged and "val/loss" in logged
 
