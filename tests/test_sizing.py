@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from asd_lightning.callbacks.inlier_model import InlierModelCallback
-from asd_lightning.scoring import GMMInlier
+from asd_lightning.scoring import GMMInlier, KNNInlier
 from asd_lightning.scoring.sizing import gmm_setting, neighbour_setting
 
 
@@ -30,6 +30,8 @@ def test_gmm_setting_by_hand() -> None:
     assert neighbour_setting(7, 16, "n_neighbors") == (
         {"n_neighbors": 4}, "n_neighbors=16 on 7 fit embeddings: at most half of them (4) keeps the score local")
     assert neighbour_setting(7, 4, "k") == ({"k": 4}, "")
+    with pytest.raises(ValueError, match="size_guard must be one of shrink, warn, error, got 'ignore'"):
+        KNNInlier(size_guard="ignore")
 
 
 def embeddings(rng: np.random.Generator, n: int, anomalous: bool) -> np.ndarray:

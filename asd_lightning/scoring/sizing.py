@@ -56,12 +56,6 @@ class Sizing:
         return replace(self, domain=domain)
 
 
-def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise ValueError(f"size_guard must be one of {', '.join(POLICIES)}, got {policy!r}")
-    return policy
-
-
 def gmm_capacity(n: int, dim: int, covariance_type: str) -> int:
     """Most components of ``covariance_type`` that ``n`` embeddings of ``dim`` dimensions support:
     ``2·dim`` per full-covariance component, ``2·dim`` in all for a tied covariance, and
@@ -109,7 +103,8 @@ class SizeGuard:
     last: Sizing | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        check_policy(self.policy)
+        if self.policy not in POLICIES:
+            raise ValueError(f"size_guard must be one of {', '.join(POLICIES)}, got {self.policy!r}")
 
     def resolve(self, model: str, n: int, dim: int, requested: dict[str, Any], fitting: dict[str, Any],
                 reason: str, hint: str) -> dict[str, Any]:
