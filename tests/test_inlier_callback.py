@@ -187,7 +187,8 @@ def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: P
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     before = (ckpt.read_bytes(), ckpt.stat().st_mtime_ns)
     cfg = compose_train(data + [f"ckpt_path={ckpt}", "callbacks/inlier_model@callbacks.inlier.model=gmm",
-                                "callbacks.inlier.model.covariance_type=diag", "callbacks.inlier.aggregation=mean_above_median"],
+                                "callbacks.inlier.model.covariance_type=diag", "callbacks.inlier.aggregation=mean_above_median",
+                                "callbacks.inlier.per_domain=false", "callbacks.inlier.model_zscore=false"],
                         tmp_path / "eval", config_name="eval.yaml")
     assert cfg.train is False and cfg.task_name == "eval"
     evaluate_checkpoint(cfg)
