@@ -12,8 +12,9 @@ seconds, and flags every method that scores below the training-free floor.
     .venv/bin/python benchmarks/method_table.py --methods floor mobilenetv2 fusion
     .venv/bin/python benchmarks/method_table.py --quick       # smoke run: tiny data, 1 epoch
 
-``--quick`` shrinks the data (8 + 2 training clips per section of 2.5 s, 2 test clips per group)
-and every run to one epoch of at most two batches: it checks that every row runs, not how well.
+``--quick`` shrinks the data (one section per machine type, 8 + 2 training clips of 2.5 s, 2 test
+clips per domain and label) and every run to one epoch of at most two batches: it checks that
+every row runs, not how well.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 MACHINES = ("fan", "gearbox", "valve")
-QUICK_DATA = ["+data.synthetic.source_train_clips=8", "+data.synthetic.target_train_clips=2",
+QUICK_DATA = ["+data.synthetic.dev_sections=[0]", "+data.synthetic.eval_sections=[]",
+              "+data.synthetic.source_train_clips=8", "+data.synthetic.target_train_clips=2",
               "+data.synthetic.test_clips=2", "+data.synthetic.clip_seconds=2.5"]
 QUICK_RUN = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1"]
 
