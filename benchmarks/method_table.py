@@ -77,7 +77,7 @@ def run_command(overrides: Sequence[str], run_dir: Path, work: Path, quick: bool
             "++callbacks.inlier.plots=false", f"paths.root_dir={work}", f"hydra.run.dir={run_dir}", *overrides, *extra]
 
 
-def run_method(method: Method, work: Path, quick: bool) -> dict[str, Any]:
+def run_method(method: Method, work: Path, quick: bool, env: dict[str, str]) -> dict[str, Any]:
     """Run a method's chain(s); returns its seconds and the clip-score files of its scored runs."""
     jobs = [[f"data.machine_types=[{m}]"] for m in MACHINES] if method.per_machine else [[]]
     seconds, scored = 0.0, []
@@ -87,7 +87,7 @@ def run_method(method: Method, work: Path, quick: bool) -> dict[str, Any]:
             command = run_command([*overrides, *job], run_dir, work, quick)
             start = time.perf_counter()
             with open(work / "runs" / f"{method.key}_{j}_{step}.log", "w") as out:
-                done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+                done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
             seconds += time.perf_counter() - start
             if done.returncode != 0:
                 raise RuntimeError(f"{' '.join(command[2:])} failed (exit {done.returncode}); see {out.name}")
@@ -115,7 +115,7 @@ def row_of(method: Method, report, seconds: float) -> dict[str, Any]:
     return row
 
 
-def build_table(methods: Sequence[Method], work: Path, quick: bool) -> list[dict[str, Any]]:
+def build_table(methods: Sequence[Method], work: Path, quick: bool, env: dict[str, str]) -> list[dict[str, Any]]:
     from asd_lightning.scoring.fusion import fuse, read_clip_scores
 
     rows, finished = [], {}
@@ -131,7 +131,7 @@ def build_table(methods: Sequence[Method], work: Path, quick: bool) -> list[dict
                 report = fuse(parts).report
                 seconds = time.perf_counter() - start + sum(finished[k]["seconds"] for k in method.fuse)
             else:
-                finished[method.key] = run_method(method, work, quick)
+                finished[method.key] = run_method(method, work, quick, env)
                 report = report_of([read_clip_scores(p) for p in finished[method.key]["clip_scores"]])
                 seconds = finished[method.key]["seconds"]
             rows.append(row_of(method, report, seconds))
@@ -157,7 +157,8 @@ def markdown(rows: list[dict[str, Any]], settings: dict[str, Any]) -> str:
             cells.append(" / ".join(f"{r.get(prefix + k, float('nan')):.0f}" for k in ("auc_source", "auc_target", "pauc")))
         cells.append(f"{r['seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    note = (f"\n{settings['date']}, {settings['cpus']} CPU cores ({settings['cpu']}), load average "
+    threads = f", {settings['threads']} thread(s) per run" if settings["threads"] else ""
+    note = (f"\n{settings['date']}, {settings['cpus']} CPU cores ({settings['cpu']}){threads}, load average "
             f"{settings['load_before']:.1f} before / {settings['load_after']:.1f} after; data=synthetic (seed 0), "
             f"dev sections; harmonic means in %; seconds = wall time of the method's asd-train runs"
             f"{' (a fusion: its inputs)' if any(m.fuse for m in METHODS) else ''}"
@@ -176,6 +177,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", choices=keys, default=keys, help="rows to run (default: all, in order)")
     p.add_argument("--workdir", default=None, help="data, cache and runs (default: a new temporary folder, kept)")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny data, 1 epoch of at most 2 batches")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads per run (OMP_NUM_THREADS; default: torch's choice). On a shared machine "
+                        "1 avoids threads waiting on each other")
     p.add_argument("--out", default=None, help="write the rows and settings as JSON here")
     p.add_argument("--markdown", default=None, help="write the markdown table here")
     return p.parse_args(argv)
@@ -186,11 +190,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="asd-method-table-")).resolve()
     (work / "runs").mkdir(parents=True, exist_ok=True)
     methods = [m for m in METHODS if m.key in args.methods]
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+                              if args.threads else {}))
     settings = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "commit": git_commit(), "quick": args.quick,
-                "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+                "cpus": os.cpu_count(), "threads": args.threads, "cpu": platform.processor() or platform.machine(),
                 "load_before": os.getloadavg()[0], "workdir": str(work),
                 "methods": {m.key: {"runs": m.runs, "per_machine": m.per_machine, "fuse": m.fuse} for m in methods}}
-    rows = build_table(methods, work, args.quick)
+    rows = build_table(methods, work, args.quick, env)
     settings["load_after"] = os.getloadavg()[0]
     table = markdown(rows, settings)
     print(table)

@@ -113,8 +113,8 @@ def test_quick_method_table_runs_the_floor_a_trained_method_and_their_fusion(tmp
     bench = load_benchmark(BENCHMARKS / "method_table.py")
     out, markdown = tmp_path / "table.json", tmp_path / "table.md"
     keys = ["floor", "mobilenetv2", "fusion"]
-    results = bench.main(["--quick", "--methods", *keys, "--workdir", str(tmp_path / "work"), "--out", str(out),
-                          "--markdown", str(markdown)])
+    results = bench.main(["--quick", "--methods", *keys, "--threads", "1", "--workdir", str(tmp_path / "work"),
+                          "--out", str(out), "--markdown", str(markdown)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(results))
     rows = {row["key"]: row for row in results["rows"]}
     assert list(rows) == keys and not [row["error"] for row in rows.values() if "error" in row]
@@ -124,5 +124,5 @@ def test_quick_method_table_runs_the_floor_a_trained_method_and_their_fusion(tmp
         assert {f"{m}/{metric}" for m in ("fan", "gearbox", "valve") for metric in ("auc_source", "auc_target", "pauc")} <= set(row)
         assert row.get("below_floor") == (None if key == "floor" else row["official"] < rows["floor"]["official"])
     assert rows["fusion"]["seconds"] >= rows["floor"]["seconds"] + rows["mobilenetv2"]["seconds"]  # its inputs'
-    assert results["settings"]["quick"] is True and "QUICK smoke run" in table
+    assert results["settings"]["quick"] is True and "QUICK smoke run" in table and "1 thread(s) per run" in table
     assert (tmp_path / "work" / "runs" / "mobilenetv2" / "0_0" / "submission" / "clip_scores.csv").is_file()
