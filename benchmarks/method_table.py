@@ -63,7 +63,7 @@ METHODS = [
     Method("dgmix_scratch", "DG-Mix from scratch", (("experiment=dgmix_scratch", "trainer.max_epochs=10"),)),
     Method("dgmix_chained", "DG-Mix pre-trained, fine-tuned", (("experiment=dgmix_pretrain", "data.batch_size=64", "trainer.max_epochs=10"), ("experiment=dgmix_finetune", "trainer.max_epochs=10"))),
     Method("vicreg_chained", "VICReg pre-trained, fine-tuned", (("experiment=vicreg_pretrain", "data.batch_size=64", "trainer.max_epochs=10"), ("experiment=vicreg_finetune", "trainer.max_epochs=10"))),
-    Method("two_bce", "two-BCE outlier exposure", (("experiment=two_bce", "protocol=dcase2022", "data.batch_size=32", "trainer.max_epochs=10"),), per_machine=True),
+    Method("two_bce", "two-BCE outlier exposure", (("experiment=two_bce", "protocol=official", "data.batch_size=32", "trainer.max_epochs=10"),), per_machine=True),
     Method("fusion", "fusion: floor + MobileNetV2", fuse=("floor", "mobilenetv2")),
 ]
 
