@@ -77,3 +77,19 @@ def test_the_callback_logs_and_records_what_it_shrank(caplog: pytest.LogCaptureF
     assert row["used"] == {"n_components": 6, "covariance_type": "diag"} and row["reason"]
     assert "fan section 00 (all): GMMInlier on 60 × 128: n_components 16 → 6, covariance_type full → diag" in caplog.text
     assert len(cb.sizing) == 1  # the cross-fitted fold models are not recorded
+
+
+def test_a_collapsed_encoder_is_named_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    from asd_lightning.scoring.section_fit import SectionFitter, collapsed
+
+    rng = np.random.default_rng(0)
+    point = rng.normal(size=16).astype(np.float32)
+    one_point = {i: (point + 1e-7 * rng.normal(size=16)).astype(np.float32)[None] for i in range(6)}
+    spread = {i: rng.normal(size=(1, 16)).astype(np.float32) for i in range(6)}
+    assert collapsed(np.concatenate(list(one_point.values()))) and not collapsed(np.concatenate(list(spread.values())))
+    fitter = SectionFitter(lambda: KNNInlier(k=1))
+    with caplog.at_level(logging.WARNING, logger="asd_lightning.scoring.section_fit"):
+        fitter.fit(spread, list(spread), list(spread), {i: "source" for i in spread})
+        assert not caplog.records
+        fitter.fit(one_point, list(one_point), list(one_point), {i: "source" for i in one_point})
+    assert "collapsed encoder" in caplog.text

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -26,6 +27,18 @@ from asd_lightning.scoring.sizing import Sizing
 
 STD_FLOOR = 0.01
 MIN_ZSCORE_CLIPS = 3
+COLLAPSE_RATIO = 1e-5
+
+log = logging.getLogger(__name__)
+
+
+def collapsed(rows: np.ndarray) -> bool:
+    """Whether ``[N, D]`` rows (N ≥ 2) are one point up to float32 rounding: the largest spread
+    of any dimension is below ``COLLAPSE_RATIO`` of the largest magnitude (an encoder that
+    maps every fit clip to the same embedding, e.g. a classifier's BatchNorm statistics after
+    a few steps); their scores, and any z-score of them, are rounding noise."""
+    scale = float(np.abs(rows).max()) if rows.size else 0.0
+    return len(rows) > 1 and float(rows.std(axis=0).max()) <= COLLAPSE_RATIO * max(scale, 1e-12)
 
 
 def standardizer(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -76,6 +89,9 @@ class SectionFitter:
             center, scale = standardizer(embedding_rows([fit[i] for i in used], self.aggregation)[0])
             fit = {i: (fit[i] - center) / scale for i in section_fit}
         dim = next(iter(fit.values())).shape[-1]
+        if collapsed(embedding_rows([fit[i] for i in used], self.aggregation)[0]):
+            log.warning("the %d fit clips' embeddings are one point up to rounding (collapsed encoder): "
+                        "this section's scores are noise; train longer or check the encoder", len(used))
         domains, groups, sizing = self.domain_groups(used, domain_of, dim)
         position = {clip: j for j, clip in enumerate(section_fit)}
         fit_scores, models, model_scale = [], [], []
