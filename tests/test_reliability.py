@@ -78,7 +78,7 @@ def wait_for(marker: Path, process: subprocess.Popen, timeout: float = 300) -> N
 
 
 def outputs(run: Path) -> dict[str, bytes]:
-    """Every submission CSV, the decision thresholds and the score table of a run."""
+    """Every submission CSV, the decision thresholds, the clip scores and the score table of a run."""
     files = sorted((run / "submission").glob("*.csv")) + sorted((run / "submission").glob("*.json"))
     return {f.name: f.read_bytes() for f in files}
 
@@ -102,7 +102,8 @@ def reference(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     code, _, err = finish(start([*TINY_RUN, *tiny_data, f"hydra.run.dir={run}", "ckpt_path=last"], run.parent))
     assert code == 0, err[-3000:]
-    assert len(outputs(run)) == 7  # 2 sections x (anomaly_score, decision_result), thresholds, scores.csv/json
+    # 2 sections x (anomaly_score, decision_result), thresholds, clip_scores.csv, scores.csv/json
+    assert len(outputs(run)) == 8
     return run
 
 
@@ -190,7 +191,7 @@ def test_the_same_seed_twice_gives_identical_submissions(tmp_path: Path) -> None
         train(compose_train(["experiment=ae_baseline", "trainer.max_epochs=2", "data.batch_size=4",
                              *[o for o in local_copy(root, tmp_path, "fan") if not o.startswith("data.ground_truth")]],
                             tmp_path / run))
-    assert len(outputs(tmp_path / "a")) == 5 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    assert len(outputs(tmp_path / "a")) == 6 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
 
 
 # ---------------------------------------------------------------- 2. SIGTERM
