@@ -90,7 +90,7 @@ class FixedBatches(L.LightningDataModule):
         self.example = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in example.items()}
         self._on_device: dict[str, torch.Tensor] | None = None
 
-    def __getattr__(self, name: str) -> Any:  # featurize, section_classes, ... of the real datamodule
+    def __getattr__(self, name: str) -> Any:  # featurize, section_classes, label_classes, ... of the real datamodule
         if name in ("real", "example", "steps", "_on_device"):
             raise AttributeError(name)
         return getattr(self.real, name)

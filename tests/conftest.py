@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2023-sample"
+# ASD_SAMPLE_DIR points elsewhere (e.g. from a git worktree whose ../shared is not the project's)
+SHARED_SAMPLE = Path(os.environ.get("ASD_SAMPLE_DIR") or
+                     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2023-sample")
 
 
 def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
@@ -59,6 +62,32 @@ def make_2022(root: Path, machines=("fan", "valve"), sections=(0, 1), n_train=3,
     return root
 
 
+def make_2023(root: Path, machine: str = "fan", values=("X", "Y"), n_train=4, n_test=2, seconds=1.0,
+              eval_clips: int = 0) -> Path:
+    """A small 2023-layout copy: one machine type, section 00 only, attribute ``m-n`` with one
+    tone per value (``values``); source training clips of every value, one target clip of the
+    last; test clips of every value; ``eval_clips`` anonymised evaluation test clips."""
+    base = root / "dev_data" / machine
+    seed = 100
+    for v_i, value in enumerate(values):
+        freq = 300 + 250 * v_i
+        domains = (("source", n_train),) + ((("target", 1),) if v_i == len(values) - 1 else ())
+        for domain, count in domains:
+            for i in range(count):
+                seed += 1
+                write_wav(base / "train" / f"section_00_{domain}_train_normal_{v_i * 100 + i:04d}_m-n_{value}.wav",
+                          seconds, seed=seed, freq=freq)
+        for label in ("normal", "anomaly"):
+            for i in range(n_test):
+                seed += 1
+                write_wav(base / "test" / f"section_00_source_test_{label}_{v_i * 100 + i:04d}_m-n_{value}.wav",
+                          seconds, seed=seed, freq=freq + (120 if label == "anomaly" else 0))
+    for i in range(eval_clips):
+        seed += 1
+        write_wav(root / "eval_data" / machine / "test" / f"section_00_{i:04d}.wav", seconds, seed=seed)
+    return root
+
+
 @pytest.fixture
 def dataset_2022(tmp_path: Path) -> Path:
     return make_2022(tmp_path / "dcase2022", eval_section=3)
@@ -85,7 +114,7 @@ def bundle():
     from asd_lightning.scoring.section_scorer import SectionScorer
 
     torch.manual_seed(0)
-    encoder = SectionIDBaseline(num_sections=2).eval()
+    encoder = SectionIDBaseline(num_classes=2).eval()
     rng = np.random.default_rng(0)
     scorers = {s: SectionScorer([KNNInlier(k=1).fit(rng.normal(size=(5, 1280)))]) for s in (0, 1)}
     return ModelBundle(machine="fan", encoder=encoder, frontend=LogMel(),

@@ -76,7 +76,7 @@ def test_finetune_kl_to_mixed_labels_and_same_section_partners() -> None:
     partner = partners_in_group(section)
     assert (section[partner] == section).all() and (partner != torch.arange(7)).all()
     assert partners_in_group(torch.tensor([0, 1, 1])).tolist()[0] == 0  # alone in its section: itself
-    model = SectionIDFinetune(num_sections=3).eval()
+    model = SectionIDFinetune(num_classes=3).eval()
     x = torch.randn(4, 1, 128, 64)
     lam, any_partner = torch.tensor([0.3, 0.5, 0.7, 1.0]), torch.tensor([1, 2, 3, 0])
     labels = torch.tensor([0, 1, 2, 0])
@@ -95,7 +95,7 @@ def test_finetune_kl_to_mixed_labels_and_same_section_partners() -> None:
 
 
 def test_encoder_checkpoint_errors(tmp_path: Path) -> None:
-    model = SectionIDFinetune(num_sections=2)
+    model = SectionIDFinetune(num_classes=2)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
         load_encoder(model.encoder, tmp_path / "missing.ckpt")
     torch.save({"state_dict": {"net.weight": torch.zeros(1)}}, tmp_path / "other.ckpt")
@@ -141,7 +141,7 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
     pretrained = torch.load(ckpt, weights_only=False)["state_dict"]
     first = pretrained["encoder.features.0.0.weight"]
     assert first.shape[2:] == (3, 3)
-    model = SectionIDFinetune(num_sections=2, encoder_ckpt=str(ckpt), encoder=DGMixEncoder(n_mels=64, frames=32))
+    model = SectionIDFinetune(num_classes=2, encoder_ckpt=str(ckpt), encoder=DGMixEncoder(n_mels=64, frames=32))
     assert not torch.equal(model.encoder.features[0][0].weight, first)
     model.setup("test")  # testing a fine-tuned checkpoint never reads the pre-training one
     assert not torch.equal(model.encoder.features[0][0].weight, first)

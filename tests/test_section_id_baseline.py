@@ -24,7 +24,7 @@ def test_log_odds_of_the_true_section() -> None:
 
 
 def test_clip_score_is_the_mean_over_windows() -> None:
-    model = SectionIDBaseline(optimizer=torch.optim.Adam, num_sections=3).eval()
+    model = SectionIDBaseline(optimizer=torch.optim.Adam, num_classes=3).eval()
     features = torch.randn(2, 4, 1, 128, 64)
     section = torch.tensor([0, 2])
     with torch.no_grad():
@@ -55,10 +55,10 @@ def test_sections_from_the_data_and_checkpoint_reload(tmp_path: Path) -> None:
     assert 0.0 <= metrics["test/official_score"] <= 1.0
     # 2 machine types x sections 0, 1, 3 → 6 classes, stored so the checkpoint loads alone
     model = SectionIDBaseline.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert model.hparams.num_sections == 6 and model.net.classifier[-1].out_features == 6
+    assert model.hparams.num_classes == 6 and model.net.classifier[-1].out_features == 6
     with pytest.raises(ValueError, match="no optimizer"):  # loaded to score, not to train
         model.configure_optimizers()
     # testing it on data with other section classes is a clear error, not a size mismatch
-    other = SectionIDBaseline(num_sections=4)
-    with pytest.raises(ValueError, match="classifies 6 sections but the data has 4"):
+    other = SectionIDBaseline(num_classes=4)
+    with pytest.raises(ValueError, match="classifies 6 classes but the data has 4"):
         other.on_load_checkpoint(torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False))

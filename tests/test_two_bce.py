@@ -44,7 +44,7 @@ def test_product_loss_target_only_or_zero_targets_for_outliers() -> None:
 
 def tiny_model(**kwargs) -> TwoBCEOutlierExposure:
     encoder = EfficientNetEmbedding(model_name="efficientnet_b0", embedding_dim=16)
-    return TwoBCEOutlierExposure(encoder, num_sections=3, **kwargs)
+    return TwoBCEOutlierExposure(encoder, num_classes=3, **kwargs)
 
 
 def test_mixup_mixes_inputs_and_both_labels_alike() -> None:
@@ -57,7 +57,7 @@ def test_mixup_mixes_inputs_and_both_labels_alike() -> None:
     features = torch.zeros(n, 1, 2, 2)
     features[:, 0, 0, 0], features[:, 0, 1, 1] = a, b
     batch = {"features": features, "is_target": torch.tensor([1, 1, 1, 0, 0, 0]),
-             "section": torch.tensor([0, 1, 2, -1, -1, -1])}
+             "class": torch.tensor([0, 1, 2, -1, -1, -1])}
     mixed, t, y = model.mixed_batch(batch)
     t0, y0 = model.targets(batch)
     assert y0[3:].sum() == 0 and y0[:3].tolist() == torch.eye(3).tolist()
@@ -83,7 +83,7 @@ def test_mixup_probability_schedule_and_switch_off() -> None:
     assert model.mixup_probability() == pytest.approx(0.2)
     off = tiny_model(mixup_prob=0.0)
     batch = {"features": torch.randn(4, 1, 8, 8), "is_target": torch.tensor([1, 0, 1, 0]),
-             "section": torch.tensor([0, -1, 2, -1])}
+             "class": torch.tensor([0, -1, 2, -1])}
     features, t, _ = off.mixed_batch(batch)
     assert features is batch["features"] and t.tolist() == [1.0, 0.0, 1.0, 0.0]
 
@@ -140,9 +140,9 @@ def test_loss_weights_the_section_bce_by_t_or_counts_every_sample() -> None:
 
 def test_validation_loss_balances_target_and_other_machines_over_the_epoch() -> None:
     model = tiny_model().eval()
-    targets = {"features": torch.randn(3, 1, 32, 32), "is_target": torch.tensor([1, 1, 1]), "section": torch.tensor([0, 1, 2])}
+    targets = {"features": torch.randn(3, 1, 32, 32), "is_target": torch.tensor([1, 1, 1]), "class": torch.tensor([0, 1, 2])}
     others = {"features": torch.randn(5, 1, 32, 32), "is_target": torch.zeros(5, dtype=torch.long),
-              "section": torch.full((5,), -1)}
+              "class": torch.full((5,), -1)}
     with torch.no_grad():
         sums = model.validation_sums(targets) + model.validation_sums(others)
         got = model.loss_from_sums(sums)

@@ -20,6 +20,11 @@ Columns of the returned :class:`pandas.DataFrame` (see :data:`COLUMNS`): ``path`
 ``domain`` (``source``/``target``/``unknown``; 2020 clips are ``source``), ``split``
 (``train``/``test``), ``label`` (``normal``/``anomaly``/``unknown``), ``clip``,
 ``attributes`` (dict) and ``attribute_string`` (the raw tokens after the clip index).
+
+Label sets (:func:`label_keys`): the classes a classifier is trained on are keys built from
+these columns: ``section`` = (machine, section), ``attribute`` = (machine, section, attribute
+combination): the attribute combination within a section, the only classes a DCASE 2023+
+machine type (one section) has; ``attribute_domain`` adds the domain to that key.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ COLUMNS = [
     "path", "relpath", "file", "year", "machine", "section", "domain",
     "split", "label", "clip", "attributes", "attribute_string",
 ]
+LABEL_SETS = {"section": ("section",), "attribute": ("section", "attributes"),
+              "attribute_domain": ("section", "attributes", "domain")}
 SPLIT_FOLDERS = {2020: ("train", "test"), 2021: ("train", "source_test", "target_test"), 2022: ("train", "test")}
 
 _SEC = r"section_(?P<section>\d{2})"
@@ -86,6 +93,21 @@ def parse_attributes(attribute_string: str) -> dict[str, str]:
     if len(tokens) % 2:
         return {"tokens": attribute_string}
     return dict(zip(tokens[0::2], tokens[1::2]))
+
+
+def label_keys(clips: pd.DataFrame, labels: str = "section") -> list[tuple]:
+    """The class key of every row of a clip index under the label set ``labels`` (see the
+    module docstring): ``(machine, section[, attribute_string][, domain])``. Clips whose names
+    carry no attributes (anonymised evaluation clips) get an empty attribute string, so they
+    never match a training clip's key."""
+    if labels not in LABEL_SETS:
+        raise ValueError(f"data.labels must be one of {', '.join(LABEL_SETS)}, got {labels!r}")
+    columns = ["machine", "section"]
+    if "attributes" in LABEL_SETS[labels]:
+        columns.append("attribute_string")
+    if "domain" in LABEL_SETS[labels]:
+        columns.append("domain")
+    return [tuple(row) for row in clips[columns].itertuples(index=False, name=None)]
 
 
 def parse_clip_name(name: str, year: int, split_folder: str) -> _Parsed | None:

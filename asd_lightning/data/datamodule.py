@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
-from asd_lightning.data.clip_index import ClipIndexError, build_clip_index, find_machine_dirs
+from asd_lightning.data.clip_index import LABEL_SETS, ClipIndexError, build_clip_index, find_machine_dirs, label_keys
 from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.data.samplers import (
@@ -66,6 +66,12 @@ class DCASEDataModule(L.LightningDataModule):
         outlier_machine_types: other machine types added to training as pseudo-anomalies
             (``"all"`` = every other machine type found); empty for none.
         train_sections / test_sections: section numbers to use (None = all found).
+        labels: the label set the classifiers train on: ``section`` (one class per machine
+            type and section), ``attribute`` (per attribute combination within a section: the
+            classes of DCASE 2023+, where a machine type has one section) or
+            ``attribute_domain`` (also split by domain); see :func:`~asd_lightning.data.clip_index.label_keys`.
+            Batches carry the class as ``class`` (-1 for clips of no training class) and the
+            section class as ``section``.
         train_domains: domains of the training clips to use.
         test_domains: domains of the test clips to score (None = all; anonymised evaluation
             clips need the ground truth for their domain).
@@ -99,6 +105,7 @@ class DCASEDataModule(L.LightningDataModule):
         outlier_machine_types: Sequence[str] | str = (),
         train_sections: Sequence[int] | None = None,
         test_sections: Sequence[int] | None = None,
+        labels: str = "section",
         train_domains: Sequence[str] = ("source", "target"),
         test_domains: Sequence[str] | None = None,
         val_fraction: float = 0.1,
@@ -129,6 +136,9 @@ class DCASEDataModule(L.LightningDataModule):
         self.outlier_machine_types = outlier_machine_types
         self.train_sections = None if train_sections is None else [int(s) for s in train_sections]
         self.test_sections = None if test_sections is None else [int(s) for s in test_sections]
+        if labels not in LABEL_SETS:
+            raise ValueError(f"data.labels must be one of {', '.join(LABEL_SETS)}, got {labels!r}")
+        self.labels = labels
         self.train_domains = self._domains(train_domains, "train_domains")
         self.test_domains = None if test_domains is None else self._domains(test_domains, "test_domains")
         if not 0.0 <= val_fraction < 1.0:
@@ -242,7 +252,8 @@ class DCASEDataModule(L.LightningDataModule):
         self._caches(self._index())
 
     def setup(self, stage: str | None = None) -> None:
-        """Index, open the caches, assign classes, split validation clips, fit amplitude statistics."""
+        """Index, open the caches, assign section and label classes, split validation clips, fit
+        amplitude statistics."""
         if self.clips is not None:
             return
         self._ensure_dataset()
@@ -255,6 +266,12 @@ class DCASEDataModule(L.LightningDataModule):
              if split == "train" and m in self.machine_types}
         )
         section_id = {key: i for i, key in enumerate(self.section_classes)}
+        keys = label_keys(clips, self.labels)
+        trained = (clips["split"] == "train").to_numpy() & clips["machine"].isin(self.machine_types).to_numpy()
+        self.label_classes = sorted({key for key, use in zip(keys, trained) if use})
+        class_id = {key: i for i, key in enumerate(self.label_classes)}
+        # the section class of every label class (a label class lies within one section)
+        self.class_sections = [section_id[key[:2]] for key in self.label_classes]
         clips["clip_id"] = np.arange(len(clips))
         clips["subset"] = np.where(clips["split"] == "test", "test", "train")
         clips.loc[self._validation_rows(clips), "subset"] = "val"
@@ -262,6 +279,7 @@ class DCASEDataModule(L.LightningDataModule):
             "clip_id": clips["clip_id"].to_numpy(),
             "machine": clips["machine"].map({m: i for i, m in enumerate(self.machine_names)}).to_numpy(),
             "section": np.array([section_id.get((m, s), -1) for m, s in zip(clips["machine"], clips["section"])]),
+            "class": np.array([class_id.get(key, -1) for key in keys]),
             "domain": clips["domain"].map(DOMAIN_CODES).to_numpy(),
             "label": clips["label"].map(LABEL_CODES).to_numpy(),
             "is_target": clips["machine"].isin(self.machine_types).to_numpy(),

@@ -2,7 +2,8 @@
 
 Each item is a dict of tensors: ``wave`` (int16 samples), ``clip_id`` (row in the
 datamodule's clip table), ``machine`` (machine-type class), ``section`` (section class among
-the target machine's sections, -1 for outliers), ``domain`` (0 source, 1 target, -1 unknown),
+the target machine's sections, -1 for outliers), ``class`` (class of the datamodule's label
+set, -1 for clips of no training class: outliers, anonymised evaluation clips), ``domain`` (0 source, 1 target, -1 unknown),
 ``label`` (0 normal, 1 anomaly, -1 unknown) and ``is_target`` (1 for the target machine types,
 0 for other machine types used as pseudo-anomalies). Float conversion, amplitude
 normalisation and features happen later, on the device.
@@ -16,7 +17,7 @@ from torch.utils.data import Dataset, default_collate
 
 from asd_lightning.data.audio_cache import AudioCache
 
-META_COLUMNS = ("clip_id", "machine", "section", "domain", "label", "is_target")
+META_COLUMNS = ("clip_id", "machine", "section", "class", "domain", "label", "is_target")
 
 
 class ClipTable:

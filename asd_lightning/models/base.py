@@ -43,40 +43,60 @@ class ASDMethod(L.LightningModule):
         """Anomaly score per clip of a whole-clip batch, or None when an inlier model scores."""
         return None
 
-    def build_section_head(self, num_sections: int) -> torch.nn.Module:
-        """The layers whose size is the number of sections, for methods that classify sections
-        (they name the attribute in ``section_head``; see :meth:`init_section_head`)."""
-        raise NotImplementedError(f"{type(self).__name__} does not classify sections")
+    def build_class_head(self, num_classes: int) -> torch.nn.Module:
+        """The layers whose size is the number of classes, for classifiers (they name the
+        attribute in ``class_head``; see :meth:`init_class_head`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not classify")
 
     # -- shared ------------------------------------------------------------------
-    section_head: str | None = None  # attribute holding build_section_head's module, if any
+    class_head: str | None = None  # attribute holding build_class_head's module, if any
     training_free: bool = False  # nothing to fit (e.g. the log-mel statistics floor): asd-train only tests
 
-    def init_section_head(self, num_sections: int | None) -> None:
-        """In ``__init__``: build the section head now when ``num_sections`` is known, else in
+    def init_class_head(self, num_classes: int | None) -> None:
+        """In ``__init__``: build the class head now when ``num_classes`` is known, else in
         :meth:`configure_model` once the datamodule tells the count."""
-        setattr(self, self.section_head, None if num_sections is None else self.build_section_head(num_sections))
+        if num_classes is None:
+            setattr(self, self.class_head, None)
+        else:
+            self._build_classes(num_classes)
 
     def configure_model(self) -> None:
-        if self.section_head is not None and getattr(self, self.section_head, None) is None:
-            setattr(self, self.section_head, self.build_section_head(self.section_count()))
+        if self.class_head is not None and getattr(self, self.class_head, None) is None:
+            self._build_classes(self.class_count())
 
-    def section_count(self) -> int:
-        """``hparams.num_sections``, else the datamodule's number of section classes (then
-        stored in the hyperparameters, so a checkpoint loads without the data)."""
-        if self.hparams.get("num_sections") is None:
+    def _build_classes(self, num_classes: int) -> None:
+        setattr(self, self.class_head, self.build_class_head(num_classes))
+        # the section class of each class; the datamodule's in class_count(), a checkpoint's on loading
+        sections = getattr(self, "_data_class_sections", None)
+        self.register_buffer("class_sections", torch.tensor(sections if sections is not None else list(range(num_classes)),
+                                                             dtype=torch.long))
+
+    def class_count(self) -> int:
+        """``hparams.num_classes``, else the number of classes of the datamodule's label set
+        (``label_classes``, see ``data.labels``; then stored in the hyperparameters, so a
+        checkpoint loads without the data)."""
+        if self.hparams.get("num_classes") is None:
             datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-            if datamodule is None or not getattr(datamodule, "section_classes", None):
-                raise ValueError(f"{type(self).__name__} needs num_sections, or a datamodule with section_classes")
-            self.hparams.num_sections = len(datamodule.section_classes)
-        return int(self.hparams.num_sections)
+            if datamodule is None or not getattr(datamodule, "label_classes", None):
+                raise ValueError(f"{type(self).__name__} needs num_classes, or a datamodule with label_classes")
+            self.hparams.num_classes = len(datamodule.label_classes)
+            self._data_class_sections = list(datamodule.class_sections)
+        return int(self.hparams.num_classes)
+
+    def classes_of_sections(self, section: torch.Tensor) -> torch.Tensor:
+        """``[B, K]``: True where class ``k`` lies in the section class ``section[b]`` (with
+        ``data.labels=section`` the class is the section itself)."""
+        if (section < 0).any():
+            raise ValueError("clips of sections the model was not trained on cannot be scored by its classes; "
+                             "use an inlier model (callbacks=inlier)")
+        return self.class_sections.to(section.device)[None, :] == section[:, None]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {}).get("num_sections")
-        mine = self.hparams.get("num_sections")
+        saved = checkpoint.get("hyper_parameters", {}).get("num_classes")
+        mine = self.hparams.get("num_classes")
         if saved is not None and mine is not None and saved != mine:
-            raise ValueError(f"the checkpoint classifies {saved} sections but the data has {mine}: "
-                             "use the machine types and sections it was trained on")
+            raise ValueError(f"the checkpoint classifies {saved} classes but the data has {mine}: use the machine "
+                             "types, sections and data.labels it was trained on")
 
     def segment_embeddings(self, features: torch.Tensor) -> torch.Tensor:
         """Segmented clips ``[B, S, 1, M, T]`` (or whole ``[B, 1, M, T]``) → ``[B, S, D]`` float32."""

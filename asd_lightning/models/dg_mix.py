@@ -9,9 +9,10 @@ section-ID fine-tuning (sections 3.3-3.5).
 * :class:`VICRegPretrain`: two SpecAugment views of the same windows, VICReg's invariance in
   place of the consistency term.
 * :class:`SectionIDFinetune`: the encoder (fresh, or loaded from either pre-training
-  checkpoint) plus a 320-128-K classifier, mixup of windows with partners of the same section
-  (either domain), KL divergence to the mixed section labels plus ``γ`` times the consistency
-  term on the encoder embeddings. Scored by 1-NN on clip-mean embeddings (inlier callback).
+  checkpoint) plus a 320-128-K classifier of the section classes (or of the attribute classes,
+  ``data.labels``), mixup of windows with partners of the same section (either domain), KL
+  divergence to the mixed class labels plus ``γ`` times the consistency term on the encoder
+  embeddings. Scored by 1-NN on clip-mean embeddings (inlier callback).
 
 The three branches run as one concatenated batch (one kernel launch per layer on the GPU).
 """
@@ -169,7 +170,7 @@ class SectionIDFinetune(ASDMethod):
     Args:
         encoder: the encoder (default ``DGMixEncoder``); ``encoder_ckpt``: a pre-training
             checkpoint whose encoder weights training starts from.
-        num_sections: section classes; None = from the datamodule.
+        num_classes: classes (sections, or the datamodule's ``data.labels``); None = from the datamodule.
         hidden: classifier hidden width (320-128-K).
         consistency_weight: weight of eq. 1 on the encoder embeddings; consistency_reduction:
             ``mean`` (squared error averaged over the 320 dimensions) or ``sum`` (eq. 1 as written).
@@ -177,10 +178,10 @@ class SectionIDFinetune(ASDMethod):
             same section, either domain) or ``any`` (any window of the batch).
     """
 
-    section_head = "classifier"
+    class_head = "classifier"
 
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
-                 num_sections: int | None = None, encoder_ckpt: str | None = None, hidden: int = 128,
+                 num_classes: int | None = None, encoder_ckpt: str | None = None, hidden: int = 128,
                  consistency_weight: float = 1.0, mixup_alpha: float = 0.5, mixup_partner: str = "section",
                  consistency_reduction: str = "mean") -> None:
         super().__init__(optimizer, scheduler)
@@ -188,11 +189,11 @@ class SectionIDFinetune(ASDMethod):
             raise ValueError(f"mixup_partner must be 'section' or 'any', got {mixup_partner!r}")
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"], logger=False)
         self.encoder = encoder if encoder is not None else DGMixEncoder()
-        self.init_section_head(num_sections)
+        self.init_class_head(num_classes)
 
-    def build_section_head(self, num_sections: int) -> nn.Sequential:
+    def build_class_head(self, num_classes: int) -> nn.Sequential:
         return nn.Sequential(nn.Linear(self.encoder.embedding_dim, self.hparams.hidden), nn.ReLU(inplace=True),
-                             nn.Linear(self.hparams.hidden, num_sections))
+                             nn.Linear(self.hparams.hidden, num_classes))
 
     def setup(self, stage: str) -> None:
         """Before training, start from the pre-trained encoder (a resumed run's checkpoint is
@@ -204,14 +205,17 @@ class SectionIDFinetune(ASDMethod):
         return self.encoder(features)
 
     def losses(self, features: torch.Tensor, section: torch.Tensor, lam: torch.Tensor | None = None,
-               partner: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               partner: torch.Tensor | None = None, classes: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """KL and consistency of a batch: windows ``features``, their ``section`` (mixup
+        partners) and ``classes`` (the labels; default the sections)."""
         n = len(features)
+        classes = section if classes is None else classes
         if partner is None:
             partner = partners_in_group(section) if self.hparams.mixup_partner == "section" \
                 else torch.randperm(n, device=features.device)
         if lam is None:
             lam = beta_lambdas(n, self.hparams.mixup_alpha, features.device)
-        y = F.one_hot(section.long(), self.classifier[-1].out_features).float()
+        y = F.one_hot(classes.long(), self.classifier[-1].out_features).float()
         emb = self.encoder(torch.cat([features, mix(features, partner, lam)])).float()
         e, e_mixed = emb.chunk(2)
         log_p = F.log_softmax(self.classifier(e_mixed).float(), dim=1)
@@ -220,11 +224,11 @@ class SectionIDFinetune(ASDMethod):
         return {"loss": kl + self.hparams.consistency_weight * s, "kl": kl, "consistency": s}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch["features"], batch["section"])
+        losses = self.losses(batch["features"], batch["section"], classes=batch["class"])
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, on_step=False, on_epoch=True,
                       batch_size=len(batch["features"]))
         return losses["loss"]
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         logits = self.classifier(self.encoder(batch["features"])).float()
-        self.log("val/loss", F.cross_entropy(logits, batch["section"].long()), batch_size=len(logits), sync_dist=True)
+        self.log("val/loss", F.cross_entropy(logits, batch["class"].long()), batch_size=len(logits), sync_dist=True)

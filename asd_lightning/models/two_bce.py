@@ -8,7 +8,8 @@ batches against the target machine (``t = 1``):
   ``‖e‖² / D``, as the authors' code) → BCE against ``t``: other machines are pulled to the
   centre of the hypersphere;
 * product / section ID (eq. 1): ``g_product`` (linear, no bias) → one BCE per section on
-  the (mixed) section targets. Which samples count: by default, as the paper says under
+  the (mixed) section targets (per class of ``data.labels``: attribute classes instead of
+  sections take the same path). Which samples count: by default, as the paper says under
   mixup ("each sample applies Eq. 1 if the target machine type is included"), every sample
   whose mixed ``t`` is above zero, with weight 1, normalised by ``K`` times their number
   (``product_weighting: target_present``); ``product_weighting: t`` weights each sample by its
@@ -23,7 +24,7 @@ training. The validation loss (which picks the checkpoint) is the same loss over
 held-out set, with the machine term balanced 1:1 between the target and the other machines
 as the training batches are. Scoring is by an inlier model on ``embed`` (``callbacks=inlier``); ``clip_scores``
 is the paper's ablation without it: one minus the mean product-ID probability of the clip's
-section.
+section (with attribute classes: of the most probable class of its section).
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class TwoBCEOutlierExposure(ASDMethod):
 
     Args:
         encoder: the embedding network (``EfficientNetEmbedding``), ``[N, 1, M, T] → [N, D]``.
-        num_sections: product/section IDs of the target machine(s); None = from the datamodule.
+        num_classes: product/section IDs (or the attribute classes of ``data.labels``) of the
+            target machine(s); None = from the datamodule.
         product_weight: λ of eq. 3. machine_weight: weight of eq. 2 (0 = the paper's
             "only product IDs classification" ablation).
         outlier_product_targets: ``ignore`` (eq. 1: product loss on target samples only) or
@@ -67,9 +69,9 @@ class TwoBCEOutlierExposure(ASDMethod):
             turns it off).
     """
 
-    section_head = "g_product"
+    class_head = "g_product"
 
-    def __init__(self, encoder: nn.Module, optimizer=None, scheduler=None, num_sections: int | None = None,
+    def __init__(self, encoder: nn.Module, optimizer=None, scheduler=None, num_classes: int | None = None,
                  product_weight: float = 10.0, machine_weight: float = 1.0, outlier_product_targets: str = "ignore",
                  product_weighting: str = "target_present", mixup_alpha: float = 0.2, mixup_prob: float = 1.0, mixup_prob_end: float | None = None,
                  mixup_on: str = "wave") -> None:
@@ -88,10 +90,10 @@ class TwoBCEOutlierExposure(ASDMethod):
         self.g_affine = nn.Linear(1, 1)
         with torch.no_grad():  # start with "larger norm = target machine" (the paper's geometry)
             self.g_affine.weight.abs_()
-        self.init_section_head(num_sections)
+        self.init_class_head(num_classes)
 
-    def build_section_head(self, num_sections: int) -> nn.Linear:
-        return nn.Linear(self.encoder.embedding_dim, num_sections, bias=False)
+    def build_class_head(self, num_classes: int) -> nn.Linear:
+        return nn.Linear(self.encoder.embedding_dim, num_classes, bias=False)
 
     # -- the method ----------------------------------------------------------------
     def embed(self, features: torch.Tensor) -> torch.Tensor:
@@ -104,11 +106,11 @@ class TwoBCEOutlierExposure(ASDMethod):
             return self.g_affine(norm)[:, 0], self.g_product(embedding.float())
 
     def targets(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """``t`` (1 = target machine) and the one-hot section targets (zeros for other machines)."""
+        """``t`` (1 = target machine) and the one-hot class targets (zeros for other machines)."""
         t = batch["is_target"].float()
-        section = batch["section"].long()
-        onehot = F.one_hot(section.clamp(min=0), self.g_product.out_features).float()
-        return t, onehot * (section >= 0).float()[:, None]
+        label = batch["class"].long()
+        onehot = F.one_hot(label.clamp(min=0), self.g_product.out_features).float()
+        return t, onehot * (label >= 0).float()[:, None]
 
     def product_weights(self, t: torch.Tensor) -> torch.Tensor:
         """Per-sample weights of eq. 1 (see the module docstring)."""
@@ -192,13 +194,11 @@ class TwoBCEOutlierExposure(ASDMethod):
             self.log_dict({f"val/{k}": v.float() for k, v in self.loss_from_sums(sums).items()})
 
     def clip_scores(self, batch: dict) -> torch.Tensor:
-        """Without an inlier model (ablation): 1 − mean over segments of the clip's section probability."""
-        section = batch["section"].long()
-        if (section < 0).any():
-            raise ValueError("clips of sections the model was not trained on cannot be scored by its product head; "
-                             "use an inlier model (callbacks=inlier)")
+        """Without an inlier model (ablation): 1 − mean over segments of the clip's section
+        probability (the largest of its section's classes)."""
+        own = self.classes_of_sections(batch["section"].long())
         embeddings = self.segment_embeddings(batch["features"])
         b, s = embeddings.shape[:2]
         _, logits = self.heads(embeddings.flatten(0, 1))
-        p = logits.sigmoid().gather(1, section.repeat_interleave(s)[:, None])[:, 0].view(b, s)
+        p = logits.sigmoid().masked_fill(~own.repeat_interleave(s, dim=0), 0.0).max(dim=1).values.view(b, s)
         return 1.0 - p.mean(dim=1)
