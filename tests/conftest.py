@@ -66,7 +66,8 @@ def make_2023(root: Path, machine: str = "fan", values=("X", "Y"), n_train=4, n_
               eval_clips: int = 0) -> Path:
     """A small 2023-layout copy: one machine type, section 00 only, attribute ``m-n`` with one
     tone per value (``values``); source training clips of every value, one target clip of the
-    last; test clips of every value; ``eval_clips`` anonymised evaluation test clips."""
+    last; test clips of every value (the last one's in the target domain); ``eval_clips``
+    anonymised evaluation test clips."""
     base = root / "dev_data" / machine
     seed = 100
     for v_i, value in enumerate(values):
@@ -77,10 +78,11 @@ def make_2023(root: Path, machine: str = "fan", values=("X", "Y"), n_train=4, n_
                 seed += 1
                 write_wav(base / "train" / f"section_00_{domain}_train_normal_{v_i * 100 + i:04d}_m-n_{value}.wav",
                           seconds, seed=seed, freq=freq)
+        test_domain = "target" if v_i == len(values) - 1 else "source"
         for label in ("normal", "anomaly"):
             for i in range(n_test):
                 seed += 1
-                write_wav(base / "test" / f"section_00_source_test_{label}_{v_i * 100 + i:04d}_m-n_{value}.wav",
+                write_wav(base / "test" / f"section_00_{test_domain}_test_{label}_{v_i * 100 + i:04d}_m-n_{value}.wav",
                           seconds, seed=seed, freq=freq + (120 if label == "anomaly" else 0))
     for i in range(eval_clips):
         seed += 1

@@ -38,7 +38,7 @@ from asd_lightning.data.samplers import (
     SameMachinePairBatchSampler,
     ShuffledBatchSampler,
 )
-from asd_lightning.features.log_mel import LogMel
+from asd_lightning.features.waveform import build_frontend
 from asd_lightning.features.segments import normalize_int16, segment_clips
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,8 @@ class DCASEDataModule(L.LightningDataModule):
             ``same_machine_pairs``, i.e. the ``N`` of each DG-Mix branch) / whole clips per
             test batch.
         sampler: ``random``, ``same_machine_pairs`` or ``target_vs_outliers`` (1:1).
-        features: :class:`~asd_lightning.features.log_mel.LogMel` settings.
+        features: :class:`~asd_lightning.features.log_mel.LogMel` settings, or ``{kind: waveform}``
+            for the waveform itself (``[B, 1, 1, samples]``; :mod:`asd_lightning.features.waveform`).
         train_crop: ``{seconds: s}`` or ``{frames: n}`` (n log-mel frames) per training item;
             ``per_clip``: ``all`` (every window ``hop`` apart, in the same unit, per epoch) or
             the number of random crops per clip and epoch (default 1).
@@ -152,7 +153,7 @@ class DCASEDataModule(L.LightningDataModule):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
         self.decode_options = DecodeOptions(**(decode or {}))
-        self.frontend = LogMel(sample_rate=self.decode_options.sample_rate, **(features or {}))
+        self.frontend = build_frontend(self.decode_options.sample_rate, features)
         self.train_crop = dict(train_crop or {"seconds": 2.0})
         per_clip = self.train_crop.get("per_clip", 1)
         if per_clip == "all" and not self.train_crop.get("hop"):

@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 
 from asd_lightning.data.decode import DecodeOptions, decode
-from asd_lightning.features.log_mel import LogMel
 from asd_lightning.features.segments import min_clip_samples, normalize_int16, segment_clips
 from asd_lightning.scoring.section_scorer import SectionScorer
 from asd_lightning.utils.errors import OptionError, Spelling
@@ -41,7 +40,7 @@ def section_from_name(path: str | Path) -> int | None:
 class ModelBundle:
     machine: str
     encoder: torch.nn.Module               # an ASDMethod (``segment_embeddings``)
-    frontend: LogMel
+    frontend: torch.nn.Module             # LogMel, or Waveform for encoders with their own features
     test_segments: dict[str, Any]
     decode_options: DecodeOptions
     scorers: dict[int, SectionScorer]      # section -> fitted scorer
@@ -81,7 +80,7 @@ class ModelBundle:
         return {
             "machine": self.machine, "year": self.year, "sections": sorted(self.scorers),
             "encoder": f"{type(self.encoder).__module__}.{type(self.encoder).__qualname__}",
-            "features": {k: getattr(self.frontend, k) for k in ("n_fft", "hop_length", "n_mels", "power", "log")},
+            "features": {k: getattr(self.frontend, k, None) for k in ("n_fft", "hop_length", "n_mels", "power", "log")},
             "test_segments": self.test_segments, "sample_rate": self.decode_options.sample_rate,
             "amplitude": self.amplitude, "threshold": self.threshold,
             "inlier": {s: {"models": [type(m).__name__ for m in sc.models], "aggregation": sc.aggregation,

@@ -1,0 +1,53 @@
+"""The adaptive scale of AdaCos (Zhang et al., "AdaCos: Adaptively scaling cosine logits for
+effectively learning deep face representations", CVPR 2019), shared by the margin losses.
+
+With ``M`` class centres (or sub-cluster centres, or class subspaces) the logits are
+``s · cos θ``. The scale starts at ``s₀ = √2 · log(M − 1)`` and, in every training step, is set
+from the batch before the loss is computed (the dynamic AdaCos, eq. 15 of the paper)::
+
+    s ← log B_avg / cos(min(π/4, θ_med))
+    B_avg = (1/N) Σ_i (1 + Σ_{m non-target for i} exp(s · cos θ_im))
+    θ_med = median_i θ_i
+
+``non-target`` are the centres of the classes a sample has no share of (label 0, so a mixup of
+two classes counts neither as non-target), and ``θ_i`` the sample's angle to its own class
+(under mixup the label-weighted mean of the angles to its classes). The ``1`` per sample is not
+in the AdaCos paper: it is the reference implementations' (Wilkinghoff's AdaProj code, ASDKit),
+whose re-scaling counts the own class as ``exp(0)``; it keeps ``B_avg ≥ 1`` and so ``s ≥ 0`` with
+few classes, where the paper's sum over a single non-target class lets ``s`` shrink below zero
+once the classes separate (with many classes the non-target sum dominates and the two agree).
+``log B_avg`` is computed as a log-sum-exp, so large scales do not overflow.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def initial_scale(num_centres: int) -> float:
+    """``s₀ = √2 · log(M − 1)``; AdaCos needs ``M ≥ 3`` centres (with two, s₀ = 0 is a fixed point)."""
+    if num_centres < 3:
+        raise ValueError(f"the adaptive scale needs at least 3 class centres, got {num_centres}: train on more "
+                         "classes (more machine types or sections, data.labels=attribute) or use sub-clusters")
+    return math.sqrt(2.0) * math.log(num_centres - 1)
+
+
+def adaptive_scale(cosines: torch.Tensor, non_target: torch.Tensor, own_angle: torch.Tensor, scale: float) -> float:
+    """The next scale from a batch (module docstring).
+
+    Args:
+        cosines: ``[N, M]`` cosines of every sample to every centre.
+        non_target: ``[N, M]`` True where the centre belongs to a class the sample has no share of.
+        own_angle: ``[N]`` the angle ``θ_i`` of each sample to its own class.
+        scale: the current scale ``s``.
+
+    Returns the current scale unchanged when the batch has no non-target centre.
+    """
+    if not non_target.any():
+        return float(scale)
+    terms = torch.cat([scale * cosines.double()[non_target], cosines.new_zeros(len(cosines), dtype=torch.double)])
+    log_b_avg = torch.logsumexp(terms, dim=0) - math.log(len(cosines))  # zeros: the 1 per sample
+    theta_med = torch.quantile(own_angle.double(), 0.5)
+    return float(log_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4)))
