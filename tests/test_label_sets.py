@@ -6,11 +6,13 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 
 from asd_lightning.data import DCASE2022DataModule, build_clip_index
 from asd_lightning.data.clip_index import label_keys
+from asd_lightning.data.samplers import ClassBalancedBatchSampler, ShuffledBatchSampler
 from asd_lightning.models.components.dg_mix_encoder import DGMixEncoder
 from asd_lightning.models.dg_mix import SectionIDFinetune
 from asd_lightning.models.section_id_baseline import SectionIDBaseline, section_anomaly_scores
@@ -110,3 +112,21 @@ def test_real_sample_attribute_classes(shared_sample: Path) -> None:
     assert per_machine["ToyCar"] == ["car_C2_spd_31V_mic_1", "car_D2_spd_34V_mic_1"]
     assert per_machine["fan"] == ["m-n_X"]  # both training clips share their attributes
     assert len(attributes) == sum(len(v) for v in per_machine.values()) > len(sections)
+
+
+def test_balanced_classes_sampler_oversamples_rare_classes(tmp_path: Path) -> None:
+    classes = np.array([0] * 12 + [1] * 3 + [2] * 1)  # e.g. two source attributes' clips and few target ones
+    sampler = ClassBalancedBatchSampler(classes, batch_size=4, seed=3)
+    assert len(sampler) == len(ShuffledBatchSampler(16, 4)) == 4
+    drawn = []
+    for epoch in range(200):
+        sampler.set_epoch(epoch)
+        drawn += [i for batch in sampler for i in batch]
+    shares = np.bincount(classes[drawn], minlength=3) / len(drawn)
+    assert shares == pytest.approx([1 / 3] * 3, abs=0.03)  # each class a third, not 12:3:1
+    sampler.set_epoch(5)
+    assert list(sampler) == list(sampler)  # a function of (seed, epoch)
+    # through the datamodule: data.sampler=balanced_classes on the classes of data.labels
+    dm = datamodule(make_2023(tmp_path / "d", n_train=6), tmp_path, labels="attribute", sampler="balanced_classes",
+                    batch_size=4)
+    assert isinstance(dm.train_dataloader().batch_sampler, ClassBalancedBatchSampler)

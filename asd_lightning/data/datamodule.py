@@ -32,6 +32,7 @@ from asd_lightning.data.clip_index import LABEL_SETS, ClipIndexError, build_clip
 from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
 from asd_lightning.data.samplers import (
+    ClassBalancedBatchSampler,
     EpochBatchSampler,
     EqualLengthBatchSampler,
     OutlierExposureBatchSampler,
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 
 DOMAIN_CODES = {"source": 0, "target": 1, "unknown": -1}
 LABEL_CODES = {"normal": 0, "anomaly": 1, "unknown": -1}
-SAMPLERS = ("random", "same_machine_pairs", "target_vs_outliers")
+SAMPLERS = ("random", "balanced_classes", "same_machine_pairs", "target_vs_outliers")
 STATS_CLIPS_PER_MACHINE = 256
 
 
@@ -80,7 +81,9 @@ class DCASEDataModule(L.LightningDataModule):
         batch_size / eval_batch_size: crops per training batch (pairs per batch for
             ``same_machine_pairs``, i.e. the ``N`` of each DG-Mix branch) / whole clips per
             test batch.
-        sampler: ``random``, ``same_machine_pairs`` or ``target_vs_outliers`` (1:1).
+        sampler: ``random``, ``balanced_classes`` (every class of ``labels`` drawn equally
+            often: rare target-domain or attribute classes oversampled), ``same_machine_pairs``
+            or ``target_vs_outliers`` (1:1).
         features: :class:`~asd_lightning.features.log_mel.LogMel` settings, or ``{kind: waveform}``
             for the waveform itself (``[B, 1, 1, samples]``; :mod:`asd_lightning.features.waveform`).
         train_crop: ``{seconds: s}`` or ``{frames: n}`` (n log-mel frames) per training item;
@@ -371,6 +374,8 @@ class DCASEDataModule(L.LightningDataModule):
         if self.sampler == "same_machine_pairs":  # batch_size pairs, i.e. N per branch
             return SameMachinePairBatchSampler(self.table.meta["machine"].numpy()[dataset.rows], self.batch_size,
                                                self.seed)
+        if self.sampler == "balanced_classes":
+            return ClassBalancedBatchSampler(self.table.meta["class"].numpy()[dataset.rows], self.batch_size, self.seed)
         if self.sampler == "target_vs_outliers":
             return OutlierExposureBatchSampler(self.table.meta["is_target"].numpy()[dataset.rows], self.batch_size,
                                                self.seed)

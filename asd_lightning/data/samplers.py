@@ -1,6 +1,6 @@
-"""Batch samplers of the training and evaluation loaders: shuffled batches, same-machine
-pairs, target machine vs other machine types at 1:1 (outlier exposure), and equal-length
-evaluation batches.
+"""Batch samplers of the training and evaluation loaders: shuffled batches, class-balanced
+batches, same-machine pairs, target machine vs other machine types at 1:1 (outlier exposure),
+and equal-length evaluation batches.
 
 Every training sampler is a function of ``(seed, epoch)`` only, so that
 
@@ -102,6 +102,22 @@ class ShuffledBatchSampler(EpochBatchSampler):
 
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
         order = rng.permutation(self.num_items)
+        return [order[b * self.batch_size:(b + 1) * self.batch_size].tolist() for b in range(self._num_batches())]
+
+
+class ClassBalancedBatchSampler(ShuffledBatchSampler):
+    """As many items per epoch as :class:`ShuffledBatchSampler`, drawn with replacement so that
+    every class is drawn equally often in expectation (item weight ``1 / its class's size``):
+    rare classes, such as the few target-domain clips of an attribute class, are oversampled."""
+
+    def __init__(self, classes: np.ndarray, batch_size: int, seed: int = 0) -> None:
+        super().__init__(len(classes), batch_size, seed)
+        _, inverse, counts = np.unique(np.asarray(classes), return_inverse=True, return_counts=True)
+        self.weights = 1.0 / counts[inverse]
+        self.weights /= self.weights.sum()
+
+    def _batches(self, rng: np.random.Generator) -> list[list[int]]:
+        order = rng.choice(self.num_items, size=self.num_items, p=self.weights)
         return [order[b * self.batch_size:(b + 1) * self.batch_size].tolist() for b in range(self._num_batches())]
 
 
