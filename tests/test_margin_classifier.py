@@ -107,8 +107,7 @@ def test_margin_classifier_learns_three_tones(loss) -> None:
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        cosines = model.margin.cosines(model.embed(x))
-        predicted = model.margin.log_probs(cosines).argmax(dim=1) if cosines.dim() == 3 else cosines.argmax(dim=1)
+        predicted = model.margin.log_probs(model.margin.cosines(model.embed(x))).argmax(dim=1)
     assert (predicted == label).all()
     assert float(model.margin.scale) > 0
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 
 def initial_scale(num_centres: int) -> float:
@@ -51,3 +52,37 @@ def adaptive_scale(cosines: torch.Tensor, non_target: torch.Tensor, own_angle: t
     log_b_avg = torch.logsumexp(terms, dim=0) - math.log(len(cosines))  # zeros: the 1 per sample
     theta_med = torch.quantile(own_angle.double(), 0.5)
     return float(log_b_avg / torch.cos(theta_med.clamp(max=math.pi / 4)))
+
+
+class AdaptiveScaleLoss(nn.Module):
+    """Base of the margin losses: ``L = −(1/N) Σ_i Σ_j y_ij log P(j | x_i)`` for soft labels
+    ``y`` ``[N, C]``, with the scale set by :func:`adaptive_scale` before each training step
+    (``dynamic``; evaluation never moves it). A loss defines its :meth:`cosines` (``[N, C, K]``:
+    ``K`` centres per class), :meth:`log_probs` and ``num_classes``."""
+
+    def __init__(self, num_centres: int, dynamic: bool = True) -> None:
+        super().__init__()
+        self.dynamic = dynamic
+        self.register_buffer("scale", torch.tensor(initial_scale(num_centres)))
+
+    def cosines(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def log_probs(self, cosines: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def update_scale(self, cosines: torch.Tensor, y: torch.Tensor) -> None:
+        """From a batch's cosines ``[N, C, K]``: the angle to a class is that to its nearest centre."""
+        with torch.no_grad():
+            angles = torch.acos(cosines.clamp(-1.0 + 1e-7, 1.0 - 1e-7)).amin(dim=2)
+            own = (y * angles).sum(dim=1) / y.sum(dim=1).clamp_min(1e-12)
+            non_target = (y == 0)[:, :, None].expand_as(cosines).flatten(1)
+            self.scale.fill_(adaptive_scale(cosines.flatten(1), non_target, own, float(self.scale)))
+
+    @torch.autocast("cuda", enabled=False)
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        cosines = self.cosines(x)
+        y = y.float()
+        if self.training and self.dynamic:
+            self.update_scale(cosines, y)
+        return -(y * self.log_probs(cosines)).sum(dim=1).mean()

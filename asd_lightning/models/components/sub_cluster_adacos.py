@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asd_lightning.models.components.adaptive_scale import adaptive_scale, initial_scale
+from asd_lightning.models.components.adaptive_scale import AdaptiveScaleLoss
 
 
-class SubClusterAdaCos(nn.Module):
+class SubClusterAdaCos(AdaptiveScaleLoss):
     """The loss on embeddings ``[N, D]`` and soft labels ``[N, C]`` (``forward``); the scale is
     updated in training mode only (``dynamic``), so validation losses use the trained scale.
 
@@ -33,15 +33,13 @@ class SubClusterAdaCos(nn.Module):
     """
 
     def __init__(self, embedding_dim: int, num_classes: int, n_subclusters: int = 16, dynamic: bool = True) -> None:
-        super().__init__()
         if num_classes < 1 or n_subclusters < 1:
             raise ValueError(f"need at least one class and one sub-cluster, got {num_classes} and {n_subclusters}")
+        super().__init__(num_classes * n_subclusters, dynamic)
         self.num_classes = num_classes
         self.n_subclusters = n_subclusters
-        self.dynamic = dynamic
         centres = nn.init.xavier_uniform_(torch.empty(num_classes * n_subclusters, embedding_dim))
         self.register_buffer("centres", F.normalize(centres, dim=1))
-        self.register_buffer("scale", torch.tensor(initial_scale(num_classes * n_subclusters)))
 
     def cosines(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, C, K]`` cosines of the embeddings to every sub-cluster centre."""
@@ -52,18 +50,3 @@ class SubClusterAdaCos(nn.Module):
         log-softmax over all centres."""
         logits = self.scale * cosines.flatten(1)
         return logits.log_softmax(dim=1).view_as(cosines).logsumexp(dim=2)
-
-    def update_scale(self, cosines: torch.Tensor, y: torch.Tensor) -> None:
-        with torch.no_grad():
-            angles = torch.acos(cosines.clamp(-1.0 + 1e-7, 1.0 - 1e-7)).amin(dim=2)  # to the nearest sub-cluster
-            own = (y * angles).sum(dim=1) / y.sum(dim=1).clamp_min(1e-12)
-            non_target = (y == 0)[:, :, None].expand_as(cosines).flatten(1)
-            self.scale.fill_(adaptive_scale(cosines.flatten(1), non_target, own, float(self.scale)))
-
-    @torch.autocast("cuda", enabled=False)
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        cosines = self.cosines(x)
-        y = y.float()
-        if self.training and self.dynamic:
-            self.update_scale(cosines, y)
-        return -(y * self.log_probs(cosines)).sum(dim=1).mean()
