@@ -53,6 +53,7 @@ class Method:
     runs: tuple[tuple[str, ...], ...] = ()
     per_machine: bool = False
     fuse: tuple[str, ...] = field(default=())
+    quick: tuple[str, ...] = ()  # extra overrides of every run in --quick mode (e.g. its shorter clips)
 
 
 # one line per method; its epochs are its CPU budget (the table reports the seconds they cost)
@@ -64,7 +65,12 @@ METHODS = [
     Method("dgmix_chained", "DG-Mix pre-trained, fine-tuned", (("experiment=dgmix_pretrain", "data.batch_size=64", "trainer.max_epochs=10"), ("experiment=dgmix_finetune", "trainer.max_epochs=10"))),
     Method("vicreg_chained", "VICReg pre-trained, fine-tuned", (("experiment=vicreg_pretrain", "data.batch_size=64", "trainer.max_epochs=10"), ("experiment=vicreg_finetune", "trainer.max_epochs=10"))),
     Method("two_bce", "two-BCE outlier exposure", (("experiment=two_bce", "protocol=official", "data.batch_size=32", "trainer.max_epochs=10"),), per_machine=True),
+    # the margin recipe on whole 4 s synthetic clips, one class per section (the experiments' default
+    # attribute_domain classes have 1-2 target clips each on the synthetic set; README)
+    Method("sc_adacos", "sub-cluster AdaCos, data.labels=section", (("experiment=sc_adacos", "data.labels=section", "data.train_crop.seconds=4", "trainer.max_epochs=60"),), quick=("data.train_crop.seconds=2.5",)),
+    Method("adaproj", "AdaProj, data.labels=section", (("experiment=adaproj", "data.labels=section", "data.train_crop.seconds=4", "trainer.max_epochs=60"),), quick=("data.train_crop.seconds=2.5",)),
     Method("fusion", "fusion: floor + MobileNetV2", fuse=("floor", "mobilenetv2")),
+    Method("fusion_margin", "fusion: floor + AdaProj", fuse=("floor", "adaproj")),
 ]
 
 
@@ -84,7 +90,7 @@ def run_method(method: Method, work: Path, quick: bool, env: dict[str, str]) -> 
     for j, job in enumerate(jobs):
         for step, overrides in enumerate(method.runs):
             run_dir = work / "runs" / method.key / f"{j}_{step}"
-            command = run_command([*overrides, *job], run_dir, work, quick)
+            command = run_command([*overrides, *job, *(method.quick if quick else ())], run_dir, work, quick)
             start = time.perf_counter()
             with open(work / "runs" / f"{method.key}_{j}_{step}.log", "w") as out:
                 done = subprocess.run(command, cwd=work, stdout=out, stderr=subprocess.STDOUT, env=env)
