@@ -175,17 +175,7 @@ def evaluate(df: pd.DataFrame, year: int) -> "ScoreReport":
         key["section"] = int(key["section"])
         records.append({**key, **_section_row(group, year, key)})
     metrics = score_columns(year) + (DECISION_METRICS if "decision" in data.columns else [])
-    rows = pd.DataFrame(records)[keys + metrics]
-
-    def means(frame: pd.DataFrame) -> dict[str, float]:
-        return {f"{m}_{stat}": _mean(frame[m], stat) for m in metrics for stat in statistics(year)}
-
-    machines = pd.DataFrame([{"machine": m, **means(group)} for m, group in rows.groupby("machine", sort=True)])
-    overall = means(rows)
-
-    official_values = rows[official_columns(year)].to_numpy().ravel()
-    official = _mean(official_values, official_statistic(year))
-    return ScoreReport(year=int(year), rows=rows, machines=machines, overall=overall, official_score=official)
+    return ScoreReport.from_rows(pd.DataFrame(records)[keys + metrics], year)
 
 
 @dataclass
@@ -203,6 +193,25 @@ class ScoreReport:
     machines: pd.DataFrame
     overall: dict[str, float]
     official_score: float
+
+    @classmethod
+    def from_rows(cls, rows: pd.DataFrame, year: int) -> "ScoreReport":
+        """The report of per-section ``rows`` (as :attr:`rows`): machine and overall means and the
+        official score computed from them, e.g. for the rows of several runs put together."""
+        metrics = [c for c in rows.columns if c not in ("machine", "section", "domain")]
+
+        def means(frame: pd.DataFrame) -> dict[str, float]:
+            return {f"{m}_{stat}": _mean(frame[m], stat) for m in metrics for stat in statistics(year)}
+
+        machines = pd.DataFrame([{"machine": m, **means(group)} for m, group in rows.groupby("machine", sort=True)])
+        official = _mean(rows[official_columns(year)].to_numpy().ravel(), official_statistic(year))
+        return cls(year=int(year), rows=rows, machines=machines, overall=means(rows), official_score=official)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ScoreReport":
+        """Read a ``scores.json`` written by :meth:`save`."""
+        saved = json.loads(Path(path).read_text())
+        return cls.from_rows(pd.DataFrame(saved["rows"]), saved["year"])
 
     @property
     def metrics(self) -> list[str]:
