@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -21,12 +22,31 @@ def wandb_offline() -> bool:
     return not any("wandb" in host for host in hosts)
 
 
+def run_name(machine_types, seed, trial=None) -> str:
+    """A run's name for loggers: machine type(s) and seed, and the trial number in a search."""
+    name = f"{'-'.join(str(m) for m in machine_types)}-seed{seed}"
+    return name if trial is None else f"{name}-trial{trial}"
+
+
+def sweep_group(default: str) -> str:
+    """Inside a multirun job, the sweep folder's name (one W&B group per sweep); else ``default``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name
+    return default
+
+
 def register_resolvers() -> None:
-    """``${eval:'1 + 2'}``, ``${join:${data.machine_types}}``, ``${wandb_offline:}`` and ``${cwd:}``."""
+    """``${eval:'1 + 2'}``, ``${join:${data.machine_types}}``, ``${wandb_offline:}``, ``${cwd:}``,
+    ``${run_name:...}`` and ``${sweep_group:...}``."""
     resolvers = {
         "cwd": os.getcwd,
         "eval": lambda expression: eval(expression, {"__builtins__": {}}),  # arithmetic in configs
         "join": lambda items, sep="-": sep.join(str(i) for i in items),
+        "run_name": run_name,
+        "sweep_group": sweep_group,
         "wandb_offline": wandb_offline,
     }
     for name, function in resolvers.items():
