@@ -18,6 +18,7 @@ from typing import Any, Callable
 import hydra
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -51,7 +52,8 @@ def interrupted(trainer: L.Trainer, stage: str, name: str) -> SystemExit:
     overrides = list(OmegaConf.select(hydra_cfg, "overrides.task", default=None) or [])
     output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None) or trainer.default_root_dir
     cwd = OmegaConf.select(hydra_cfg, "runtime.cwd", default=None) or os.getcwd()  # train() from Python
-    message = interrupted_message(trainer, overrides, output_dir, cwd, stage)
+    sweep_dir = OmegaConf.select(hydra_cfg, "sweep.dir") if hydra_cfg.get("mode") == RunMode.MULTIRUN else None
+    message = interrupted_message(trainer, overrides, output_dir, cwd, stage, sweep_dir)
     log.error(message)
     if trainer.is_global_zero:
         print(f"asd-{name}: {message}", file=sys.stderr, flush=True)

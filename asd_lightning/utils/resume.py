@@ -78,10 +78,27 @@ def resume_command(overrides: Sequence[str], output_dir: str | Path) -> str:
     return shlex.join(program() + kept + fixed)
 
 
+def sweep_resume_command(sweep_dir: str | Path) -> str | None:
+    """The shell command that resumes a whole multirun in ``sweep_dir`` (its ``multirun.yaml``):
+    the same sweep, its folder fixed and ``ckpt_path=last``, so every job resumes or re-tests in
+    its own ``<sweep dir>/<job number>``; None without ``multirun.yaml``."""
+    from omegaconf import OmegaConf
+
+    saved = Path(sweep_dir) / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    overrides = OmegaConf.load(saved).hydra.overrides
+    kept = [o for o in overrides.hydra if not re.match(r"^hydra\.(sweep\.dir|mode)=", o)]
+    kept += [o for o in overrides.task if not re.match(r"^[+~]*ckpt_path=", o)]
+    fixed = [f"hydra.sweep.dir={_hydra_value(str(Path(sweep_dir).resolve()))}", f"ckpt_path={LAST}"]
+    return shlex.join(program() + ["-m", *kept, *fixed])
+
+
 def interrupted_message(trainer: L.Trainer, overrides: Sequence[str], output_dir: str | Path, cwd: str | Path,
-                        stage: str) -> str:
+                        stage: str, sweep_dir: str | Path | None = None) -> str:
     """What a run interrupted by SIGTERM says: where it stopped (``stage``: ``fit`` or ``test``),
-    what is saved, and the exact command that resumes it."""
+    what is saved, and the exact command that resumes it (in a multirun, ``sweep_dir``: also the
+    one that resumes the whole multirun)."""
     where = f"cd {shlex.quote(str(cwd))} && "
     try:
         last = last_checkpoint(trainer)
@@ -100,5 +117,10 @@ def interrupted_message(trainer: L.Trainer, overrides: Sequence[str], output_dir
     else:
         saved = f"{last} holds the end of epoch {epoch}, so training resumes at epoch {epoch + 1}"
     when = " while testing, after training" if stage == "test" else ""
-    return (f"interrupted by SIGTERM{when}; {saved}. Resume it (it continues exactly as an uninterrupted run "
-            f"would) with:\n  {where}{resume_command(overrides, output_dir)}")
+    message = (f"interrupted by SIGTERM{when}; {saved}. Resume it (it continues exactly as an uninterrupted run "
+               f"would) with:\n  {where}{resume_command(overrides, output_dir)}")
+    sweep = sweep_resume_command(sweep_dir) if sweep_dir else None
+    if sweep:
+        message += (f"\nor resume the whole multirun (each job in its own folder; finished jobs only test again) "
+                    f"with:\n  {where}{sweep}")
+    return message
