@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+REPO = Path(__file__).resolve().parents[1]
 # ASD_SAMPLE_DIR points elsewhere (e.g. from a git worktree whose ../shared is not the project's)
-SHARED_SAMPLE = Path(os.environ.get("ASD_SAMPLE_DIR") or
-                     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dcase2023-sample")
+SHARED_SAMPLE = Path(os.environ.get("ASD_SAMPLE_DIR") or REPO / ".." / "shared" / "data" / "dcase2023-sample")
 
 
 def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
@@ -127,3 +129,36 @@ def bundle():
 @pytest.fixture
 def bundle_dir(bundle, tmp_path: Path) -> Path:
     return bundle.save(tmp_path / "bundle")
+
+
+@pytest.fixture(scope="session")
+def tiny_synthetic(tmp_path_factory) -> list[str]:
+    """Overrides for 2-epoch AE-baseline runs on a tiny synthetic set (fan and valve, sections
+    00 and 01, 1 s clips) with its decode cache, for sweeps run as child processes."""
+    from asd_lightning.synth import SynthConfig, write_synthetic_dataset
+
+    base = tmp_path_factory.mktemp("sweep_data")
+    root = write_synthetic_dataset(base / "synth", SynthConfig(
+        machine_types=("fan", "valve"), dev_sections=(0, 1), eval_sections=(), source_train_clips=6,
+        target_train_clips=1, test_clips=2, clip_seconds=1.0))
+    return ["experiment=ae_baseline", f"data.root={root}", f"data.cache_dir={base / 'cache'}", "data.num_workers=0",
+            "data.batch_size=4", "trainer.accelerator=cpu", "trainer.max_epochs=2", "data.progress=false",
+            "+trainer.enable_progress_bar=false"]
+
+
+def child_env(root: Path) -> dict[str, str]:
+    """A child asd-train's environment: this checkout and tests/ first on the path, outputs under
+    ``root``, W&B offline."""
+    return dict(os.environ, ASD_ROOT=str(root), PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]),
+                WANDB_MODE="offline", WANDB_SILENT="true")
+
+
+def asd_train(arguments: list[str], cwd: Path) -> subprocess.Popen:
+    """``asd-train <arguments>`` as a child process in ``cwd``."""
+    return subprocess.Popen([sys.executable, "-m", "asd_lightning.train", *arguments], cwd=cwd, env=child_env(cwd),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
