@@ -161,3 +161,18 @@ def test_dgmix_without_pretraining_scores_above_chance_on_the_synthetic_dataset(
     metrics = train(cfg)
     assert metrics["test/official_score"] > 0.56
     assert metrics["test/auc_source_hmean"] > 0.7
+
+
+@pytest.mark.parametrize("family", ["dgmix", "vicreg"])
+def test_pre_training_folders_are_per_machine_type_and_seed_and_fine_tuning_finds_its_own(family: str,
+                                                                                          tmp_path: Path) -> None:
+    """Seeds of one machine type in a multirun (or a requeued job) never resume or load each other's
+    pre-training."""
+    def paths(seed: int) -> tuple[str, str]:
+        pre = compose_train([f"experiment={family}_pretrain", "data.machine_types=[fan]", f"seed={seed}"], tmp_path)
+        fine = compose_train([f"experiment={family}_finetune", "data.machine_types=[fan]", f"seed={seed}"], tmp_path)
+        return str(Path(pre.callbacks.model_checkpoint.dirpath) / "last.ckpt"), str(fine.model.encoder_ckpt)
+
+    (pre1, fine1), (pre2, fine2) = paths(1), paths(2)
+    assert pre1 == fine1 and pre2 == fine2 and pre1 != pre2
+    assert pre1.endswith(f"pretrained/{family}_fan_seed1/last.ckpt")
