@@ -102,6 +102,15 @@ def test_trials_of_a_dead_worker_run_again_in_their_folders_and_live_ones_are_le
     assert recover_stale(study, storage, stale_after_s=600) == 0
 
 
+def test_an_exported_config_leaves_out_how_the_final_job_ran_and_where() -> None:
+    from asd_lightning.sweeps.search import method_overrides
+
+    final = ["experiment=two_bce", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trial=7", "train=false",
+             "ckpt_path=/runs/fan/trial_007/last.ckpt", "++callbacks.model_checkpoint=null", "model.optimizer.lr=0.001",
+             "hydra.sweep.subdir=fan/best"]
+    assert method_overrides(final) == ["experiment=two_bce", "model.optimizer.lr=0.001"]
+
+
 def test_an_exported_config_switches_groups_and_sets_values_on_its_base_experiment(tmp_path: Path) -> None:
     text = tuned_config(
         ["experiment=two_bce", "data.machine_types=[ToyCar]", "data.root=/data/dcase2021", "trainer=gpu",

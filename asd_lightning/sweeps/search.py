@@ -53,6 +53,13 @@ FINAL_FOLDER = "best"
 RUN_ONLY = ("trial", "ckpt_path", "train", "callbacks.model_checkpoint")  # how the final job ran, not the method
 
 
+def method_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides of a final job that belong in its exported config: not how it ran
+    (``RUN_ONLY``), nor Hydra's settings (``hydra.*`` values, ``hydra/launcher`` and other groups)."""
+    return [o for o in overrides
+            if o.split("=", 1)[0].lstrip("+~") not in RUN_ONLY and not o.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
 @dataclass
 class Cell:
     """One study: the command-line overrides of one combination and what its config says."""
@@ -346,9 +353,19 @@ class PerMachineSearch:
                 jobs.append(overrides)
             returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx) if jobs else []
         self.job_idx += len(jobs)
-        for (cell, study, best), overrides, ret in zip(ready, jobs, returns):
-            self.report_cell(cell, study, best, overrides, ret)
-        self.write_manifest(cells, studies)
+        failed = []
+        try:
+            for (cell, study, best), overrides, ret in zip(ready, jobs, returns):
+                try:  # a failed final job of one machine type leaves the others' reports and exports
+                    self.report_cell(cell, study, best, overrides, ret)
+                except Exception as error:  # noqa: BLE001 - named below, raised after the manifest
+                    log.error("study %s: the best trial's final job failed: %s", study.study_name, error)
+                    failed.append((study.study_name, error))
+        finally:
+            self.write_manifest(cells, studies)  # asd-report reads only the final jobs, never the trials
+        if failed:
+            raise RuntimeError("final job(s) failed: " + "; ".join(f"{name}: {error}" for name, error in failed)) \
+                from failed[0][1]
         return [returns]
 
     def report_cell(self, cell: Cell, study: Any, best: Any, overrides: list[str], ret: JobReturn) -> None:
@@ -357,7 +374,7 @@ class PerMachineSearch:
         folder = self.sweep_dir / cell.label
         study.trials_dataframe().to_csv(folder / "trials.csv", index=False)
         export = self.export_path(cell)
-        tuned = [o for o in overrides if o.split("=", 1)[0].lstrip("+") not in RUN_ONLY and not o.startswith("hydra.")]
+        tuned = method_overrides(overrides)
         header = [f"Tuned by asd-train -m ... hparams_search: study {study.study_name} ({self.sweep_dir}), "
                   f"best of {len(study.trials)} trials: trial {best.number}.",
                   f"{self.metric}: {best.value:.4f} on the tuning sections ({' '.join(self.tune_overrides) or '-'}), "
