@@ -148,3 +148,17 @@ def test_margin_experiment_learns_attribute_classes_end_to_end(experiment: str, 
     assert len(both) == 8 and np.allclose(both["score_bundle"], both["score"], rtol=1e-4, atol=1e-6)
     summary = json.loads((tmp_path / "run" / "bundle" / "fan" / "bundle.json").read_text())
     assert summary["inlier"]["0"]["domains"] == ["source", "target"]
+
+
+def test_the_embedding_has_no_bias_a_zero_input_maps_to_zero() -> None:
+    """No bias anywhere on the path to the embedding, batch-norm shifts included (eval mode, fresh
+    statistics): a constant-zero spectrogram feature map and an all-zero waveform give a zero
+    spectrum-branch and spectrogram-head output."""
+    from asd_lightning.models.components.two_branch_encoder import SpectrogramBranch, SpectrumBranch
+
+    head = SpectrogramBranch(16, dim=8, channels=(4, 4, 4, 4)).head.eval()
+    for p in head.parameters():
+        torch.nn.init.normal_(p)
+    assert torch.equal(head(torch.zeros(3, head[1].in_features)), torch.zeros(3, 8))
+    spectrum = SpectrumBranch(4096, dim=8, channels=8, hidden=8).eval()
+    assert torch.equal(spectrum(torch.zeros(2, 4096)), torch.zeros(2, 8))

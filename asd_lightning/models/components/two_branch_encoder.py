@@ -10,7 +10,8 @@ the magnitude spectrum of the whole clip, concatenated.
   strided 1-D convolutions (128 channels, kernels 256/64/16, strides 64/32/4), four fully
   connected layers with batch norm, and a linear map to ``branch_dim``.
 
-No convolution or linear layer has a bias (with fixed class centres, biases let the network
+No convolution or linear layer has a bias, and no batch norm shift feeds the embedding's linear
+maps directly (with fixed class centres, biases let the network
 map every input to the same point: Wilkinghoff and Kurth, "Why do angular margin losses work
 well for semi-supervised anomalous sound detection?", TASLP 2024). The authors' code feeds the
 linear magnitude STFT to the spectrogram branch; here any front end module fits (``LogMel``
@@ -72,7 +73,9 @@ class SpectrogramBranch(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         with torch.no_grad():
             flat = self.blocks(torch.zeros(2, 1, bins, 32)).shape[1:3].numel()  # 2: batch norm in training mode
-        self.head = nn.Sequential(nn.BatchNorm1d(flat), nn.Linear(flat, dim, bias=False))
+        # no learnable shift before the bias-free map: it would pass through as a bias of the
+        # embedding (its scale would fold into the map's weights anyway)
+        self.head = nn.Sequential(nn.BatchNorm1d(flat, affine=False), nn.Linear(flat, dim, bias=False))
 
     def forward(self, spectrogram: torch.Tensor) -> torch.Tensor:
         x = self.norm(spectrogram - spectrogram.mean(dim=-1, keepdim=True))
