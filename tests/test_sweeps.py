@@ -148,7 +148,10 @@ def test_asd_report_names_missing_and_failed_jobs_instead_of_averaging_fewer(tmp
 def test_lightning_takes_ddp_ranks_from_slurm_and_the_launcher_preset_matches_them(tmp_path: Path, monkeypatch) -> None:
     import hydra
     from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+    # the trainer sets the process-wide rank (3 here): restore it, or later tests in this process log nothing
+    monkeypatch.setattr(rank_zero_only, "rank", getattr(rank_zero_only, "rank", 0))
     env = {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2", "SLURM_PROCID": "3",
            "SLURM_LOCALID": "1", "SLURM_NODEID": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "77",
            "SLURM_NODELIST": "gpu[01-02]"}
