@@ -173,3 +173,23 @@ def test_gamma_threshold_errors():
         gamma_threshold([0.1, 0.2, 0.3], quantile=1.0)
     with pytest.raises(ValueError, match="finite"):
         gamma_threshold([0.1, np.nan, 0.3])
+
+
+def test_equal_fit_scores_still_give_a_scored_run_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """A collapsed encoder scores every fit clip 0: the run keeps its scores and tables (AUC from
+    the test scores), the threshold is that value and the log says why."""
+    import logging
+
+    from asd_lightning.metrics.results import score_run
+
+    test = pd.DataFrame({"machine": "fan", "section": 0, "domain": ["source"] * 4, "label": ["normal", "normal",
+                         "anomaly", "anomaly"], "file": [f"section_00_source_test_{i}.wav" for i in range(4)],
+                         "score": [0.0, 0.1, 0.5, 0.7], "split": "test"})
+    fit = pd.DataFrame({"machine": "fan", "section": 0, "domain": "source", "label": "normal",
+                        "file": [f"section_00_source_train_{i}.wav" for i in range(5)], "score": 0.0, "split": "train"})
+    with caplog.at_level(logging.WARNING, logger="asd_lightning.metrics.results"):
+        run = score_run(test, fit, 2021)
+    assert run.thresholds == {"fan": 0.0} and run.test["decision"].tolist() == [0, 1, 1, 1]
+    assert "all 5 fit-clip scores equal 0" in caplog.text
+    with pytest.raises(ValueError, match="all 5 training scores equal"):
+        gamma_threshold(fit["score"].to_numpy())

@@ -10,14 +10,18 @@ fitted to the scores of that machine's fit (training) clips.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from asd_lightning.metrics.decision import gamma_threshold
 from asd_lightning.metrics.official import ScoreReport, evaluate
 from asd_lightning.metrics.submission import write_submission
+
+log = logging.getLogger(__name__)
 
 CLIP_SCORES = "clip_scores.csv"
 CLIP_COLUMNS = ["year", "machine", "section", "domain", "label", "split", "file", "score"]
@@ -48,10 +52,22 @@ class ScoredRun:
         return out_dir
 
 
+def decision_threshold(machine: str, fit_scores: np.ndarray, quantile: float) -> float:
+    """The gamma threshold of ``machine``'s fit-clip scores; when they are all equal (nothing to
+    fit: e.g. a collapsed encoder gives every fit clip distance 0 to its neighbours) that value,
+    with a warning, so that the run still writes its scores and tables."""
+    if len(fit_scores) > 1 and np.isfinite(fit_scores).all() and np.ptp(fit_scores) == 0:
+        log.warning("%s: all %d fit-clip scores equal %g, no gamma distribution to fit; the decision "
+                    "threshold is that value (check the encoder: its embeddings may have collapsed)",
+                    machine, len(fit_scores), fit_scores[0])
+        return float(fit_scores[0])
+    return gamma_threshold(fit_scores, quantile)
+
+
 def score_run(test: pd.DataFrame, fit: pd.DataFrame, year: int, decision_quantile: float = 0.9) -> ScoredRun:
     """Decide and evaluate: ``test`` and ``fit`` hold one row per clip with ``machine``,
     ``section``, ``domain``, ``label``, ``file`` and ``score`` (and ``split``)."""
-    thresholds = {machine: gamma_threshold(group["score"].to_numpy(), decision_quantile)
+    thresholds = {machine: decision_threshold(machine, group["score"].to_numpy(), decision_quantile)
                   for machine, group in fit.groupby("machine")}
     test = test.assign(year=int(year), decision=(test["score"] > test["machine"].map(thresholds)).astype(int))
     labelled = test[test["label"] != "unknown"]
