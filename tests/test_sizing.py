@@ -93,3 +93,8 @@ def test_a_collapsed_encoder_is_named_in_the_log(caplog: pytest.LogCaptureFixtur
         assert not caplog.records
         fitter.fit(one_point, list(one_point), list(one_point), {i: "source" for i in one_point})
     assert "collapsed encoder" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="asd_lightning.scoring.section_fit"):  # standardising hides no collapse
+        SectionFitter(lambda: KNNInlier(k=1), standardize=True).fit(one_point, list(one_point), list(one_point),
+                                                                    {i: "source" for i in one_point})
+    assert "collapsed encoder" in caplog.text

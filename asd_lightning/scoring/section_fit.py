@@ -84,14 +84,15 @@ class SectionFitter:
         """Fit the section's scorer on the clips ``used`` (``clip_id`` → ``[S, D]`` in ``fit``);
         return it and the scores of all its ``section_fit`` clips, those the models were fitted
         on cross-fitted by clip."""
-        center = scale = None
-        if self.standardize:
-            center, scale = standardizer(embedding_rows([fit[i] for i in used], self.aggregation)[0])
-            fit = {i: (fit[i] - center) / scale for i in section_fit}
-        dim = next(iter(fit.values())).shape[-1]
-        if collapsed(embedding_rows([fit[i] for i in used], self.aggregation)[0]):
+        rows = embedding_rows([fit[i] for i in used], self.aggregation)[0]
+        if collapsed(rows):  # on the encoder's own embeddings: standardising would spread rounding noise
             log.warning("the %d fit clips' embeddings are one point up to rounding (collapsed encoder): "
                         "this section's scores are noise; train longer or check the encoder", len(used))
+        center = scale = None
+        if self.standardize:
+            center, scale = standardizer(rows)
+            fit = {i: (fit[i] - center) / scale for i in section_fit}
+        dim = rows.shape[-1]
         domains, groups, sizing = self.domain_groups(used, domain_of, dim)
         position = {clip: j for j, clip in enumerate(section_fit)}
         fit_scores, models, model_scale = [], [], []
