@@ -140,7 +140,7 @@ def tiny_synthetic(tmp_path_factory) -> list[str]:
     base = tmp_path_factory.mktemp("sweep_data")
     root = write_synthetic_dataset(base / "synth", SynthConfig(
         machine_types=("fan", "valve"), dev_sections=(0, 1), eval_sections=(), source_train_clips=6,
-        target_train_clips=1, test_clips=2, clip_seconds=1.0))
+        target_train_clips=1, test_clips=2, clip_seconds=1.0, difficulty="easy"))
     return ["experiment=ae_baseline", f"data.root={root}", f"data.cache_dir={base / 'cache'}", "data.num_workers=0",
             "data.batch_size=4", "trainer.accelerator=cpu", "trainer.max_epochs=2", "data.progress=false",
             "+trainer.enable_progress_bar=false"]

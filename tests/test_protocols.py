@@ -64,7 +64,7 @@ def test_two_bce_experiments_default_to_the_papers_dcase2021_protocol(tmp_path: 
 def test_test_domains_select_clips_and_need_known_domains(tmp_path: Path) -> None:
     root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(
         year=2021, machine_types=("fan",), dev_sections=(0,), eval_sections=(3,), source_train_clips=3,
-        target_train_clips=1, test_clips=2, clip_seconds=0.5))
+        target_train_clips=1, test_clips=2, clip_seconds=0.5, difficulty="easy"))
     dm = DCASE2021DataModule(root=root, machine_types=["fan"], cache_dir=tmp_path / "c", progress=False,
                              train_domains=["source"], test_sections=[3], test_domains=["source"],
                              ground_truth=root / "ground_truth", train_crop={"seconds": 0.25})
@@ -99,7 +99,7 @@ def test_two_bce_paper_protocol_end_to_end(tmp_path: Path) -> None:
     and saves the paper's measure beside the official table; asd-evaluate agrees."""
     root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(
         year=2021, machine_types=("fan", "valve"), dev_sections=(0,), eval_sections=(3, 4), source_train_clips=6,
-        target_train_clips=2, test_clips=3, clip_seconds=1.0))
+        target_train_clips=2, test_clips=3, clip_seconds=1.0, difficulty="easy"))
     cfg = compose_train(["experiment=two_bce/fan", f"data.root={root}", f"data.ground_truth={root / 'ground_truth'}",
                          "data.test_sections=[3,4]", f"data.cache_dir={tmp_path / 'cache'}", *TINY], tmp_path / "run")
     metrics = train(cfg)

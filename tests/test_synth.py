@@ -28,7 +28,7 @@ EVAL_2021 = re.compile(r"^section_(\d{2})_(source|target)_test_(\d{4})\.wav$")
 
 SMALL = dict(machine_types=("fan", "valve"), dev_sections=(0, 1), eval_sections=(3,),
              source_train_clips=4, target_train_clips=2, test_clips=3, clip_seconds=0.5,
-             seed=7)
+             seed=7, difficulty="easy")
 
 
 def wavs(root: Path) -> list[Path]:
@@ -233,7 +233,8 @@ def test_anomalies_differ_from_normals(machine):
 
     def features(strength):
         audio = synthesize_clips(machine, 1, "source", [attrs] * len(kinds), kinds, seconds=2.0,
-                                 rng=np.random.default_rng(3), anomaly_strength=strength)
+                                 rng=np.random.default_rng(3), anomaly_strength=strength,
+                                 difficulty="easy")
         assert audio.shape == (len(kinds), 32000) and np.abs(audio).max() < 1.0
         return clip_features(audio)
 
@@ -373,9 +374,9 @@ def check_calibration(means):
     assert means["auc_source"] > means["auc_target"] + 0.05
 
 
-def test_calibration_default_dataset(tmp_path):
+def test_calibration_easy_dataset(tmp_path):
     """A simple detector is clearly above chance, far from perfect, worse in the target."""
-    root = write_synthetic_dataset(tmp_path / "default", SynthConfig(eval_sections=()))
+    root = write_synthetic_dataset(tmp_path / "easy", SynthConfig(eval_sections=(), difficulty="easy"))
     check_calibration(summarize(evaluate_baseline(root, "knn")))
 
 
@@ -383,7 +384,8 @@ def test_calibration_default_dataset(tmp_path):
 def test_calibration_several_seeds(tmp_path):
     results = defaultdict(list)
     for seed in (0, 1, 2):
-        root = write_synthetic_dataset(tmp_path / str(seed), SynthConfig(seed=seed, eval_sections=()))
+        root = write_synthetic_dataset(tmp_path / str(seed), SynthConfig(seed=seed, eval_sections=(),
+                                                                         difficulty="easy"))
         rows, feats = load_dev_features(root)
         for detector in ("knn", "gaussian"):
             for protocol in ("dcase2022", "per_domain"):

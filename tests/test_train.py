@@ -138,7 +138,8 @@ def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_pat
     from asd_lightning.synth.cli import main as synth_main
 
     root = tmp_path / "synth"
-    assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1"]) == 0
+    assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1",
+                       "--difficulty", "easy"]) == 0
     cfg = compose_train([  # the asd-synth folder read as any local DCASE 2022 copy
         "experiment=ae_baseline", "data=dcase2022", "data.batch_size=16", "trainer.max_epochs=15", "data.progress=false",
         *local_copy(root, tmp_path),

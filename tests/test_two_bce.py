@@ -197,7 +197,8 @@ def test_two_bce_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) ->
     scored on the source-domain test clips of IDs 03 and 04; small CPU settings."""
     from asd_lightning.synth import SynthConfig, write_synthetic_dataset
 
-    root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(year=2021, dev_sections=(0, 1), eval_sections=(3, 4)))
+    root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(year=2021, dev_sections=(0, 1), eval_sections=(3, 4),
+                                                                    difficulty="easy"))
     cfg = compose_train(["experiment=two_bce/fan", f"data.root={root}", f"data.ground_truth={root / 'ground_truth'}",
                          "data.test_sections=[3,4]", f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false",
                          "logger=none", "trainer.accelerator=cpu", "trainer.max_epochs=10", "data.features.n_mels=64",

@@ -9,7 +9,7 @@ Kinds (mixed across the anomalous clips of a section):
 
 Every anomalous clip is also a *drifted* unit (:class:`DriftedProfile`): the continuous
 parameters of its section's character (shaft speed, resonances, harmonic balance, rhythm ...)
-have moved a little, as when a part wears or breaks. A section classifier, which tells units of
+have moved a little (the difficulty's ``drift``), as when a part wears or breaks. A section classifier, which tells units of
 one machine type apart by exactly these parameters, is less sure of such a clip.
 
 Levels are relative to the clip's own machine sound and scale with ``strength``; each clip gets
@@ -25,7 +25,6 @@ import numpy as np
 from . import dsp
 
 ANOMALY_KINDS = ("tone", "impulses", "modulation", "friction")
-DRIFT = 0.05  # parameter drift of an anomalous unit, as a fraction of the range, per severity
 
 
 class DriftedProfile:

@@ -7,7 +7,8 @@ clip, ``gaussian`` = Mahalanobis distance under a Ledoit-Wolf covariance. AUCs f
 DCASE 2022 rule (AUC source: source normals + all anomalies of the section; likewise target)
 or, with ``protocol="per_domain"``, each domain's own test clips only (DCASE 2021).
 
-Run ``python -m asd_lightning.synth.calibration --seeds 0 1 2`` for a table.
+Run ``python -m asd_lightning.synth.calibration --seeds 0 1 2`` for a table (``--difficulty
+easy`` for the easy set).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from asd_lightning.features.log_mel import LogMel
 from asd_lightning.metrics.official import evaluate
 
 from .config import SAMPLE_RATE, SynthConfig
+from .difficulty import DIFFICULTIES
 from .writer import read_dataset_config, write_synthetic_dataset
 
 
@@ -137,6 +139,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--anomaly-strength", type=float, default=None)
     parser.add_argument("--domain-shift", type=float, default=None)
     parser.add_argument("--background-level", type=float, default=None)
+    parser.add_argument("--difficulty", choices=list(DIFFICULTIES), default=None)
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in vars(args).items()
                  if k not in ("seeds", "detector", "protocol") and v is not None}

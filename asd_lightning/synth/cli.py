@@ -3,6 +3,7 @@
 Examples::
 
     asd-synth --out data/synth                       # small demo dataset (2022 layout)
+    asd-synth --out data/easy --difficulty easy      # the first, easy sound model (fast tests)
     asd-synth --year 2021 --out data/synth21 --machine-types fan pump --seed 3
     asd-synth --out data/full --full-size            # DCASE sizes: 10 s, 990+10, 50+50
 """
@@ -15,6 +16,7 @@ import time
 from typing import Sequence
 
 from .config import MACHINE_TYPES_BY_YEAR, SAMPLE_RATE, SynthConfig
+from .difficulty import DIFFICULTIES
 from .layout import plan_clips
 from .writer import summarize, write_synthetic_dataset
 
@@ -25,6 +27,7 @@ _FIELDS = {
     "target_train_clips": "target_train_clips", "test_clips": "test_clips",
     "seconds": "clip_seconds", "seed": "seed", "anomaly_strength": "anomaly_strength",
     "domain_shift": "domain_shift", "background_level": "background_level",
+    "difficulty": "difficulty",
 }
 
 
@@ -59,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"target-domain shift strength (default {d.domain_shift:g})")
     p.add_argument("--background-level", type=float,
                    help=f"factory noise level relative to the machine (default {d.background_level:g})")
+    p.add_argument("--difficulty", choices=list(DIFFICULTIES),
+                   help="sound model: realistic (normal sounds vary within a section, the target "
+                        "domain is recorded elsewhere, anomalies within the normal spread of band "
+                        "statistics) or easy (the first set, for fast tests); default "
+                        f"{d.difficulty}; see docs/synthetic.md")
     p.add_argument("--full-size", action="store_true",
                    help="DCASE 2022 sizes (10 s clips, 990+10 training, 50+50 test per domain); "
                         "explicit size options still win")
@@ -91,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{len(config.dev_sections)} dev + {len(config.eval_sections)} eval sections: "
           f"{counts['dev_train']} dev train, {counts['dev_test']} dev test, "
           f"{counts['eval_train']} eval train, {counts['eval_test']} eval test clips "
-          f"({counts['total']} WAV, {config.clip_seconds:g} s, {SAMPLE_RATE // 1000} kHz) "
+          f"({counts['total']} WAV, {config.clip_seconds:g} s, {SAMPLE_RATE // 1000} kHz, "
+          f"{config.difficulty}) "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 

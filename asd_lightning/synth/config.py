@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from .difficulty import DEFAULT_DIFFICULTY, sound_model
+
 SAMPLE_RATE = 16_000
 
 MACHINE_TYPES_BY_YEAR: dict[int, tuple[str, ...]] = {
@@ -41,6 +43,7 @@ class SynthConfig:
     anomaly_strength: float = 1.0         # scales every anomaly kind (0 = anomalies silent)
     domain_shift: float = 1.0             # distance of target attributes / background change
     background_level: float = 0.3         # factory noise RMS relative to the machine sound
+    difficulty: str = DEFAULT_DIFFICULTY  # sound model preset (difficulty.py): realistic or easy
 
     def __post_init__(self):
         for name in ("machine_types", "dev_sections", "eval_sections"):
@@ -55,6 +58,7 @@ class SynthConfig:
             object.__setattr__(self, name, int(getattr(self, name)))
         for name in ("clip_seconds", "anomaly_strength", "domain_shift", "background_level"):
             object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "difficulty", str(self.difficulty))
         self._validate()
 
     def _validate(self) -> None:
@@ -82,6 +86,7 @@ class SynthConfig:
         for name in ("anomaly_strength", "domain_shift", "background_level"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0")
+        sound_model(self.difficulty)  # unknown names: a clear ValueError
 
     @property
     def layout_year(self) -> int:

@@ -11,9 +11,10 @@ from typing import Sequence
 import numpy as np
 
 from . import dsp
-from .anomalies import DRIFT, DriftedProfile, add_anomalies, frequency_modulation, severities
+from .anomalies import DriftedProfile, add_anomalies, frequency_modulation, severities
 from .attributes import SCHEMAS, Attributes, stable_id
 from .background import factory_background
+from .difficulty import DEFAULT_DIFFICULTY, SoundModel, sound_model
 from .machines import SYNTHESISERS, Batch
 
 SAMPLE_RATE = dsp.SAMPLE_RATE
@@ -24,11 +25,8 @@ MACHINE_GAIN = {
     "pump": 0.1, "ToyCar": 0.1, "ToyTrain": 0.1,
 }
 # Per machine type visibility of anomalies, balancing the baseline difficulty across types
-# (e.g. the impulsive, highly variable valve and slider sounds mask anomalies more), times one
-# overall level. With the unit drift of anomalies.DRIFT it is set so that on the demo dataset
-# the AE baseline scores an official ~59 and the MobileNetV2 section classifier ~59-62, while
-# clip-level log-mel statistics with a k-NN stay at source AUC ~0.96, target ~0.80.
-ANOMALY_LEVEL = 1.4
+# (e.g. the impulsive, highly variable valve and slider sounds mask anomalies more); the overall
+# level is the difficulty's ``anomaly_level`` (difficulty.py).
 ANOMALY_GAIN = {
     "fan": 1.0, "gearbox": 0.95, "valve": 1.35, "bearing": 1.0, "slider": 1.5,
     "pump": 0.7, "ToyCar": 0.8, "ToyTrain": 0.8,
@@ -50,11 +48,15 @@ def synthesize_clips(machine_type: str, section: int, domain: str,
                      attributes: Sequence[Attributes], anomalies: Sequence[str | None],
                      *, seconds: float, rng: np.random.Generator, anomaly_strength: float = 1.0,
                      domain_shift: float = 1.0, background_level: float = 0.3,
+                     difficulty: str | SoundModel = DEFAULT_DIFFICULTY,
                      sr: int = SAMPLE_RATE) -> np.ndarray:
     """Synthesise ``len(attributes)`` clips of one machine type, section and domain.
 
     ``attributes[i]`` are clip ``i``'s (key, value) pairs; ``anomalies[i]`` is an anomaly kind
     from :data:`~asd_lightning.synth.anomalies.ANOMALY_KINDS` or ``None`` for a normal clip.
+    ``difficulty``: a name of :data:`~asd_lightning.synth.difficulty.DIFFICULTIES` or a
+    :class:`~asd_lightning.synth.difficulty.SoundModel` (spread of normal sounds, domain shift
+    of level and background, anomaly level).
     Returns float32 audio in [-1, 1], shape ``(n, round(seconds * sr))``.
     """
     if machine_type not in SYNTHESISERS:
@@ -66,10 +68,11 @@ def synthesize_clips(machine_type: str, section: int, domain: str,
         raise ValueError("attributes and anomalies must have the same length")
     if n == 0:
         return np.zeros((0, n_samples), dtype=dsp.DTYPE)
+    model = sound_model(difficulty) if isinstance(difficulty, str) else difficulty
     keys = [k.name for k in SCHEMAS[machine_type]]
     attrs = {key: [dict(a)[key] for a in attributes] for key in keys}
 
-    severity = severities(rng, n, anomaly_strength * ANOMALY_LEVEL * ANOMALY_GAIN[machine_type])
+    severity = severities(rng, n, anomaly_strength * model.anomaly_level * ANOMALY_GAIN[machine_type])
     fm = frequency_modulation(rng, anomalies, severity, n_samples, sr)
     synthesise = SYNTHESISERS[machine_type]
     machine = np.empty((n, n_samples), dtype=dsp.DTYPE)
@@ -77,21 +80,31 @@ def synthesize_clips(machine_type: str, section: int, domain: str,
     if normal:  # one batch; normal clips never depend on the anomaly settings
         pick = {key: [values[i] for i in normal] for key, values in attrs.items()}
         machine[normal] = synthesise(Batch(rng, len(normal), n_samples, pick,
-                                           section_profile(machine_type, section), 1.0, sr))
+                                           section_profile(machine_type, section), 1.0, sr,
+                                           model.condition_spread))
     for i in (i for i, kind in enumerate(anomalies) if kind is not None):  # each its own unit
-        profile = DriftedProfile(section_profile(machine_type, section), rng, DRIFT * severity[i, 0])
+        profile = DriftedProfile(section_profile(machine_type, section), rng, model.drift * severity[i, 0])
         fm_i = fm[i:i + 1] if isinstance(fm, np.ndarray) else fm
         pick = {key: values[i:i + 1] for key, values in attrs.items()}
-        machine[i] = synthesise(Batch(rng, 1, n_samples, pick, profile, fm_i, sr))[0]
+        machine[i] = synthesise(Batch(rng, 1, n_samples, pick, profile, fm_i, sr,
+                                      model.condition_spread))[0]
     machine = add_anomalies(rng, machine, anomalies, severity, sr)
-    machine *= _db_jitter(rng, n, 0.5)
+    machine *= _db_jitter(rng, n, model.gain_db)
+    target = domain == "target"
+    if model.colour_db or (target and model.target_colour_db):  # microphone placement
+        tilt = rng.normal(0.0, model.colour_db, size=(n, 1)).astype(dsp.DTYPE)
+        tilt += target * model.target_colour_db * domain_shift
+        machine = dsp.filtered(machine, dsp.slope(tilt)).astype(dsp.DTYPE, copy=False)
+    if target and model.target_gain_db:  # another microphone distance
+        machine *= dsp.DTYPE(10.0 ** (model.target_gain_db * domain_shift / 20.0))
 
     bg = factory_background(rng, n, n_samples, domain, domain_shift, sr)
-    if domain == "target":  # another factory: louder and less steady background
-        bg_gain = background_level * (1.0 + 0.4 * domain_shift) * _db_jitter(
-            rng, n, 1.5 + 0.9 * domain_shift)
+    level = background_level * model.background_gain
+    if target:  # another factory: louder and less steady background
+        bg_gain = level * (1.0 + model.target_background * domain_shift) * _db_jitter(
+            rng, n, model.background_db + model.target_background_db * domain_shift)
     else:
-        bg_gain = background_level * _db_jitter(rng, n, 1.5)
+        bg_gain = level * _db_jitter(rng, n, model.background_db)
     audio = MACHINE_GAIN[machine_type] * (machine + bg_gain * bg)
     peak = np.max(np.abs(audio), axis=-1, keepdims=True)
     return audio * np.minimum(1.0, PEAK_LIMIT / np.maximum(peak, 1e-12))

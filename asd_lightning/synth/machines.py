@@ -29,6 +29,7 @@ class Batch:
     profile: np.random.Generator  # fixed per (machine type, section): the section's character
     fm: np.ndarray | float = 1.0  # speed-wobble multiplier (anomalies), (n, T) or 1
     sr: int = dsp.SAMPLE_RATE
+    spread: float = 1.0  # x the per-clip spread of the operating point (difficulty)
     t: np.ndarray = field(init=False)
 
     def __post_init__(self):
@@ -47,13 +48,14 @@ class Batch:
         return dsp.uniform(self.rng, low, high, self.n)
 
     def jitter(self, std: float) -> np.ndarray:
-        """Per-clip multiplicative jitter ``1 + N(0, std)``, ``(n, 1)``."""
-        return (1.0 + self.rng.normal(0.0, std, size=(self.n, 1))).astype(dsp.DTYPE)
+        """Per-clip multiplicative jitter ``1 + N(0, std x spread)``, ``(n, 1)``."""
+        return (1.0 + self.rng.normal(0.0, std * self.spread, size=(self.n, 1))).astype(dsp.DTYPE)
 
     def phase(self, freq: np.ndarray, drift_std: float = 0.004) -> np.ndarray:
         """Running phase of a slowly wandering, possibly frequency-modulated fundamental."""
         knots = max(2, int(self.n_samples / self.sr * 2))
-        drift = 1.0 + dsp.smooth_random(self.rng, self.n, self.n_samples, knots, drift_std)
+        drift = 1.0 + dsp.smooth_random(self.rng, self.n, self.n_samples, knots,
+                                        drift_std * self.spread)
         return dsp.phase_from_frequency(freq * drift * self.fm, self.n_samples, self.sr)
 
     def noise(self, *gains: dsp.GainFn) -> np.ndarray:

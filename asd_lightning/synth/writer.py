@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_FILE = "synth_config.json"
 GENERATOR_TAG = "asd_lightning.synth"
-FORMAT_VERSION = 2  # bumped whenever the same settings give other audio
+FORMAT_VERSION = 3  # bumped whenever the same settings give other audio (3: difficulty)
 CHUNK = 16  # clips synthesised at once; fixed so that output never depends on parallelism
 
 
@@ -85,7 +85,7 @@ def _write_chunk(root: Path, config: SynthConfig, chunk: list[ClipSpec]) -> None
         first.machine_type, first.section, first.domain, [c.attributes for c in chunk],
         [c.anomaly for c in chunk], seconds=config.clip_seconds, rng=_chunk_rng(config, chunk),
         anomaly_strength=config.anomaly_strength, domain_shift=config.domain_shift,
-        background_level=config.background_level, sr=SAMPLE_RATE)
+        background_level=config.background_level, difficulty=config.difficulty, sr=SAMPLE_RATE)
     pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
     for clip, samples in zip(chunk, pcm):
         # Encode in memory: soundfile's close() fsyncs real files, which is slow on many files.
@@ -115,10 +115,11 @@ def _metadata(config: SynthConfig, clips: list[ClipSpec]) -> dict[str, Any]:
 
 _README = """Synthetic DCASE Task 2 style dataset written by asd_lightning.synth (asd-synth).
 Layout of the DCASE {year} data; 16 kHz, mono, 16-bit PCM WAV; {seconds:g} s clips.
+Difficulty: {difficulty} (see docs/synthetic.md).
 Machine types: {machines}. Development sections: {dev}. Evaluation sections: {eval}.
 Clips: {counts}.
 Regenerate exactly with the config in synth_config.json (same seed -> identical files):
-    asd-synth --year {cfg_year} --out DIR --seed {seed} ... (see synth_config.json)
+    asd-synth --year {cfg_year} --difficulty {difficulty} --out DIR --seed {seed} ... (see synth_config.json)
 """
 
 
@@ -154,7 +155,7 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
             _write_chunk(root, config, chunk)
     write_ground_truth(root, clips, config.layout_year)
     (root / "README.txt").write_text(_README.format(
-        year=config.layout_year, seconds=config.clip_seconds,
+        year=config.layout_year, seconds=config.clip_seconds, difficulty=config.difficulty,
         machines=", ".join(config.machine_types),
         dev=", ".join(f"{s:02d}" for s in config.dev_sections),
         eval=", ".join(f"{s:02d}" for s in config.eval_sections) or "none",
