@@ -50,11 +50,13 @@ def test_floor_runs_through_asd_train_without_fitting_and_its_bundle_scores_alik
 
 @pytest.mark.slow
 def test_floor_on_the_demo_dataset(tmp_path: Path) -> None:
-    """The demo's synthetic set (seed 0; fan, gearbox, valve; dev sections scored): per-section
-    standardised 1-NN on the statistics scores about 0.82 official with a pooled bank."""
+    """The demo's synthetic set (realistic; seed 0; fan, gearbox, valve; dev sections scored):
+    the floor lands near the raw-spectrogram k-NN of the real DCASE 2022 development set (ASDKit:
+    58.15 official), not the easy set's ~83, with its target-domain AUC clearly below the source's
+    (measured 67.6: 80.9 / 64.9 / 60.1, docs/synthetic.md)."""
     cfg = compose_train(["experiment=logmel_knn", "data=synthetic", f"data.root={tmp_path / 'synthetic2022'}",
                          f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
                          "callbacks.inlier.plots=false", "trainer.accelerator=cpu"], tmp_path / "run")
     metrics = train(cfg)
-    assert metrics["test/official_score"] > 0.78
-    assert metrics["test/auc_source_hmean"] > 0.85 and metrics["test/auc_target_hmean"] > 0.7
+    assert 0.6 < metrics["test/official_score"] < 0.72
+    assert metrics["test/auc_source_hmean"] > metrics["test/auc_target_hmean"] + 0.08
