@@ -4,7 +4,8 @@
 >>> root = write_synthetic_dataset("data/synth")            # small demo dataset, seconds
 >>> root = write_synthetic_dataset("data/full", SynthConfig.full_size(), year=2021)
 
-The files follow the real DCASE 2021 / 2022 layouts exactly (see :mod:`.layout`);
+The files follow the real DCASE 2021 / 2022 layouts exactly (see :mod:`.layout`); the sound
+model's difficulty (``realistic`` by default, ``easy`` for fast tests) is :mod:`.difficulty`;
 :mod:`.calibration` holds a simple baseline detector used to check the difficulty.
 Command line: ``asd-synth --out DIR`` (see :mod:`.cli`).
 """
@@ -12,13 +13,14 @@ Command line: ``asd-synth --out DIR`` (see :mod:`.cli`).
 from .anomalies import ANOMALY_KINDS
 from .attributes import SCHEMAS, section_attributes
 from .config import MACHINE_TYPES_BY_YEAR, SAMPLE_RATE, SynthConfig
+from .difficulty import DIFFICULTIES, SoundModel
 from .generator import synthesize_clips
 from .layout import ClipSpec, plan_clips
 from .writer import (ensure_synthetic_dataset, is_synthetic_dataset, matches_synthetic_dataset,
                      read_dataset_config, write_synthetic_dataset)
 
 __all__ = [
-    "ANOMALY_KINDS", "MACHINE_TYPES_BY_YEAR", "SAMPLE_RATE", "SCHEMAS", "ClipSpec", "SynthConfig",
+    "ANOMALY_KINDS", "DIFFICULTIES", "MACHINE_TYPES_BY_YEAR", "SAMPLE_RATE", "SCHEMAS", "ClipSpec", "SoundModel", "SynthConfig",
     "ensure_synthetic_dataset", "is_synthetic_dataset", "matches_synthetic_dataset", "plan_clips", "read_dataset_config",
     "section_attributes", "synthesize_clips", "write_synthetic_dataset",
 ]
