@@ -7,7 +7,7 @@ Rules for config names (``experiment=<name>``, also ``ablation=``, ``hparams_sea
 * a name is ``conf/<group>/<name>.yaml``; a comma list (a multirun) is checked item by item;
 * ``$VAR`` is looked up in a ``VAR=value`` assignment of the same file and its value checked;
 * ``<placeholder>`` parts stand for any file: ``experiment=two_bce/<machine>`` needs at least one
-  ``conf/experiment/two_bce/*.yaml``;
+  ``conf/experiment/two_bce/*.yaml``; ``<a|b>`` lists choices, each of which must exist;
 * ``experiment=tuned/...`` names are written by a search (``hparams_search``'s export), so they
   need not exist, but the line that names one must say so with the word "exported".
 """
@@ -30,7 +30,7 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 _LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 _INLINE_CODE = re.compile(r"`+[^`]*`+")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
-_OVERRIDE = re.compile(r"(?<![\w./@$-])(" + "|".join(GROUPS) + r")=([^\s`'\"|)\]\\;]+)")
+_OVERRIDE = re.compile(r"(?<![\w./@$-])(" + "|".join(GROUPS) + r")=((?:<[^>\s]*>|[^\s`'\"|)\]\\;<])+)")
 
 
 def doc_files(repo: Path = REPO) -> list[Path]:
@@ -99,7 +99,11 @@ def config_names(text: str) -> list[tuple[int, str, str, str]]:
             if value.startswith("$"):
                 value = assignments.get(value.lstrip("${").rstrip("}"), value)
             for name in filter(None, value.rstrip(".,:").split(",")):
-                found.append((number, line, group, name))
+                if m := re.search(r"<([^>]*\|[^>]*)>", name):  # <a|b>: every choice
+                    found += [(number, line, group, name[:m.start()] + choice + name[m.end():])
+                              for choice in m.group(1).split("|")]
+                else:
+                    found.append((number, line, group, name))
     return found
 
 
@@ -176,11 +180,12 @@ def test_checker_finds_missing_configs(tmp_path):
         "`experiment=two_bce/<machine>` and `experiment=<nothing>/x`\n"
         "asd-train experiment=tuned/two_bce/fan   # the exported best trial\n"
         "asd-train experiment=tuned/two_bce/fan   # the best trial\n"
-        "asd-train experiment=$UNSET\n", encoding="utf-8")
+        "asd-train experiment=$UNSET data=<synthetic|dcase2030>\n", encoding="utf-8")
     assert missing_configs(doc, conf) == [
         "doc.md:3: experiment=gone (no conf/experiment/gone.yaml)",
         "doc.md:4: experiment=two_bce/pump (no conf/experiment/two_bce/pump.yaml)",
         "doc.md:5: experiment=<nothing>/x (no conf/experiment/<nothing>/x.yaml)",
         "doc.md:7: experiment=tuned/two_bce/fan (a search export: say 'exported' on its line)",
         "doc.md:8: experiment=$UNSET (no UNSET=... assignment in this file)",
+        "doc.md:8: data=dcase2030 (no conf/data/dcase2030.yaml)",
     ]
