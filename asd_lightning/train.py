@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asd_lightning import preflight
 from asd_lightning.utils import resolvers  # noqa: F401  (registers ${eval:}, ${join:}, ${wandb_offline:})
+from asd_lightning.utils.errors import EXIT_USER_ERROR, UserError, one_line
 from asd_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from asd_lightning.utils.resume import EXIT_INTERRUPTED, interrupted_message, resolve_ckpt_path
 
@@ -34,7 +35,7 @@ def config_dir() -> str:
     """The project's ``conf/`` folder (``ASD_CONF_DIR`` overrides it)."""
     candidate = Path(os.environ.get("ASD_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
     if not (candidate / "train.yaml").is_file():
-        raise FileNotFoundError(f"Hydra configs not found in {candidate}; install the project with "
+        raise UserError(f"Hydra configs not found in {candidate}; install the project with "
                                 "`pip install -e .` from its checkout or set ASD_CONF_DIR")
     return str(candidate)
 
@@ -64,6 +65,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Instantiate everything from ``cfg``, check what the run needs, fit and test; returns the
     final logged metrics. A SIGTERM (preemption) ends it with :data:`EXIT_INTERRUPTED` and the
     command that resumes it."""
+    preflight.check_settings(cfg)  # before anything is built
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
@@ -71,7 +73,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    preflight.check_run(cfg, datamodule, callbacks)
+    run_folder = preflight.check_run(cfg, datamodule, callbacks, model=model, trainer=trainer)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
     stage, exit_code = "fit", None
@@ -93,7 +95,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise interrupted(trainer, stage, cfg.get("task_name", "train")) from None
     finally:
         finish_wandb(exit_code)
+        if run_folder is not None:
+            run_folder.release()
     return {k: float(v) for k, v in metrics.items()}
+
+
+def _multirun_keeps_going() -> bool:
+    """A grid multirun (Hydra's basic sweeper) runs its other jobs after a failed one, and its
+    results table names the failed job; searches judge failed trials themselves."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return False
+    from asd_lightning.sweeps.runs import BASIC_SWEEPER
+
+    return OmegaConf.select(HydraConfig.get(), "sweeper._target_") == BASIC_SWEEPER
+
+
+def failed(cfg: DictConfig, error: Exception) -> None:
+    """A job's error: a :class:`UserError` is printed in one line (``asd-<task>: error: ...``) and
+    ends a single run with :data:`EXIT_USER_ERROR`; any other error is a bug and keeps its
+    traceback. In a grid multirun the job is reported (its folder has no scores, which the
+    results table names) and the other jobs run; the multirun then exits non-zero."""
+    name = f"asd-{cfg.get('task_name', 'train')}"
+    user = isinstance(error, UserError)
+    if user and not os.environ.get("HYDRA_FULL_ERROR"):
+        log.error("%s: error: %s", name, one_line(error))
+        print(f"{name}: error: {one_line(error)}", file=sys.stderr, flush=True)
+        if not _multirun_keeps_going():
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+                raise error  # a search: the trial fails, the search decides
+            raise SystemExit(EXIT_USER_ERROR)
+        return None
+    if _multirun_keeps_going():
+        log.exception("%s: the job in %s failed", name, HydraConfig.get().runtime.output_dir)
+        return None
+    raise error
 
 
 def hydra_main(job: Callable[[DictConfig], dict[str, float]], config_name: str) -> float | None:
@@ -101,7 +136,10 @@ def hydra_main(job: Callable[[DictConfig], dict[str, float]], config_name: str) 
     the job's metrics, for sweepers (Optuna)."""
 
     def run(cfg: DictConfig) -> float | None:
-        metrics = job(cfg)
+        try:
+            metrics = job(cfg)
+        except Exception as error:  # noqa: BLE001 - reported below, by kind
+            return failed(cfg, error)
         name = cfg.get("optimized_metric")
         return metrics.get(name) if name else None
 

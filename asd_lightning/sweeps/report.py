@@ -19,6 +19,7 @@ config has a W&B logger; ``asd-report`` (:mod:`asd_lightning.sweeps.cli`) rebuil
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from asd_lightning.metrics.official import ScoreReport, score_columns
 from asd_lightning.metrics.two_bce_measure import TwoBCEMeasure
-from asd_lightning.sweeps.runs import Problem, Run, collect
+from asd_lightning.sweeps.runs import BASIC_SWEEPER, Problem, Run, collect
+from asd_lightning.utils.errors import UserError
+
+EXIT_SOME_LEFT_OUT = 3  # a multirun (or asd-report) whose table leaves out failed or missing jobs
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +242,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def report_folders(paths: list[Path], out: Path, wandb: dict | None = None) -> ResultsTable:
     """Build the table of ``paths``, write it into ``out``, print it and (``wandb``: project,
-    group, offline) log it to W&B."""
+    group, offline) log it to W&B. Nothing is written when the folders hold no run at all."""
     results = ResultsTable.from_folders(paths)
+    if results.table.empty and not results.problems:
+        where = " ".join(map(str, paths))
+        raise UserError(f"{where} holds no run (no .hydra/overrides.yaml below it): nothing to report")
     csv, md = results.save(out)
     print(f"Results of {len(paths) if len(paths) > 1 else paths[0]} (also in {csv} and {md}):\n\n"
           f"{results.to_markdown()}", flush=True)
@@ -258,7 +265,15 @@ class ResultsTableCallback(Callback):
         if isinstance(logger, DictConfig) and "_target_" in logger:
             wandb = {"project": str(logger.project), "group": sweep_dir.name, "offline": bool(logger.offline)}
         try:
-            report_folders([sweep_dir], sweep_dir, wandb)
+            results = report_folders([sweep_dir], sweep_dir, wandb)
         except Exception:  # noqa: BLE001 - the jobs' own results are safe; the table can be rebuilt
             log.exception("could not build the results table of %s; rebuild it with: asd-report %s",
                           sweep_dir, sweep_dir)
+            return
+        grid = OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
+        if any(p.kind == "failed" or grid for p in results.problems):  # no success: say which jobs, exit non-zero
+            message = (f"{len(results.problems)} job(s) of the multirun are not in the results table:\n" +
+                       "\n".join(f"  {p}" for p in results.problems))
+            log.error(message)
+            print(f"asd-train: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_SOME_LEFT_OUT)
