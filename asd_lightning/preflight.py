@@ -22,10 +22,10 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
 import socket
 import tempfile
 from pathlib import Path
+from shutil import disk_usage
 from typing import Any, Iterable
 
 import lightning as L
@@ -149,7 +149,8 @@ def claim_run_folder(cfg: DictConfig) -> RunFolder:
         saved, settings = claim.state / "config.yaml", run_settings(cfg)
         if saved.is_file():
             before, now = _flat(OmegaConf.to_container(OmegaConf.load(saved))), _flat(settings)
-            differ = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+            differ = sorted((k for k in before.keys() | now.keys() if before.get(k) != now.get(k)),
+                            key=lambda k: (k.count("."), k))  # top-level settings (seed) first
             if differ:
                 listed = ", ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ[:3])
                 more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
@@ -184,7 +185,7 @@ def check_free_space(callbacks: Iterable[L.Callback], model: L.LightningModule) 
         need = size * (kept + 1)
         folder = Path(callback.dirpath).absolute()
         existing = next(p for p in (folder, *folder.parents) if p.exists())
-        free = shutil.disk_usage(existing).free
+        free = disk_usage(existing).free
         if free < need:
             raise PreflightError(f"{folder}: {free / 2**20:.0f} MiB free, but the checkpoints need about "
                                  f"{need / 2**20:.0f} MiB ({kept} kept and one being written, about "

@@ -10,6 +10,7 @@ CSVs in ``test_evaluate_cli``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -442,3 +443,250 @@ def test_asd_evaluate_names_a_missing_score_file_and_never_overwrites_the_runs_t
     assert evaluate_main(args + ["--out", str(tmp_path / "eval")]) == 2
     assert (f"{folder / 'anomaly_score_fan_section_01_test.csv'} is missing (its decision_result file "
             "decision_result_fan_section_01_test.csv is there)") in capsys.readouterr().err
+
+
+# ================================================================ round 2 (issue 21)
+# ---------------------------------------------------------------- 1. results never lost or mixed
+def test_a_run_owns_its_folder_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=ae_baseline", "seed=1"], tmp_path / "run")
+    first = preflight.claim_run_folder(cfg)
+    with pytest.raises(preflight.PreflightError, match=rf"{tmp_path / 'run'} is in use by another run \(host .*, "
+                                                       rf"pid {os.getpid()}\); .*own folder \(hydra.run.dir=<folder>\)"):
+        preflight.claim_run_folder(cfg)
+    first.release()
+    preflight.claim_run_folder(cfg).release()  # free again
+    lock = tmp_path / "run" / preflight.RUN_STATE / "lock"  # another run's process holds it (flock, as a run does)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'host h, pid {os.getpid()}'); f.flush(); "
+                               "print('held', flush=True); time.sleep(120)", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(preflight.PreflightError, match=f"pid {holder.pid}"):
+        preflight.claim_run_folder(cfg)
+    holder.kill(), holder.wait()
+    preflight.claim_run_folder(cfg).release()  # the dead run's lock is taken over
+
+
+def test_a_run_in_a_folder_of_a_run_with_other_settings_is_refused_before_training(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=2, n_test=1)
+    common = ["experiment=ae_baseline", "trainer.max_epochs=1", *copy_of(root, tmp_path, "fan")]
+    preflight.claim_run_folder(compose_train([*common, "seed=1"], tmp_path / "run")).release()  # seed 1 ran here
+    # a resume with other loading settings is the same run
+    preflight.claim_run_folder(compose_train([*common, "seed=1", "data.num_workers=1"], tmp_path / "run")).release()
+    with pytest.raises(preflight.PreflightError, match=r"run holds a run with other settings \(seed: 1 there, 2 now, data.seed: 1 there, 2 now\); "
+                                                       r"resuming or re-running"):
+        train(compose_train([*common, "seed=2", "ckpt_path=last"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_checkpoint_write_that_fails_leaves_no_truncated_file(tmp_path: Path) -> None:
+    import errno
+
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asd_lightning.callbacks.checkpointing import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor=None, save_last=True,
+                               auto_insert_metric_name=False, save_top_k=-1)
+    trainer = L.Trainer(max_epochs=2, callbacks=[callback], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_train_batches=1, limit_val_batches=1)
+    io, save = trainer.strategy.checkpoint_io, trainer.strategy.checkpoint_io.save_checkpoint
+
+    def disk_full_in_epoch_1(checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(checkpoint, path, storage_options)
+
+    io.save_checkpoint = disk_full_in_epoch_1
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit(BoringModel())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no partial file
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 0  # still the whole epoch 0
+
+
+def test_too_little_disk_for_the_checkpoints_fails_in_the_preflight(tmp_path: Path, monkeypatch) -> None:
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asd_lightning.callbacks.checkpointing import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", save_top_k=1, save_last=True)
+    model = BoringModel()  # 66 float32 parameters: 3 x 264 bytes + 1 MiB per checkpoint, 3 files
+    need = 3 * (3 * 264 + 2**20)
+    monkeypatch.setattr(preflight, "disk_usage", lambda path: audio_cache.shutil._ntuple_diskusage(1, 1, need - 1))
+    with pytest.raises(preflight.PreflightError, match=r"run/checkpoints: 3 MiB free, but the checkpoints need about "
+                                                       r"3 MiB \(2 kept and one being written.*set "
+                                                       r"callbacks.model_checkpoint.dirpath=<a folder with room>"):
+        preflight.check_free_space([callback], model)
+    monkeypatch.setattr(preflight, "disk_usage", lambda path: audio_cache.shutil._ntuple_diskusage(1, 1, need))
+    preflight.check_free_space([callback], model)
+
+
+def scored_folder(folder: Path, clips: Path, scores: list[float], run: bool = True, stamp: int = 0) -> Path:
+    """A finished run (``.hydra`` and ``submission/``) or a bare submission folder, scoring four
+    test clips (files under ``clips``) and two fit clips of fan section 00, with its data record."""
+    from asd_lightning.metrics.results import data_record, score_run
+    from test_fusion import run_table
+
+    table = run_table(fit=[1.0, 3.0], test=scores)
+    test = table[table["split"] == "test"].assign(path=[str(clips / f"t{i}.wav") for i in range(4)])
+    for path in test["path"]:
+        if not Path(path).exists():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"RIFF")
+            os.utime(path, ns=(stamp, stamp))
+    scored = score_run(test, table[table["split"] == "train"], 2022)
+    scored.data = data_record(clips, scored.test)
+    if run:
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("[]\n")
+    return scored.save(folder / "submission" if run else folder)
+
+
+def test_asd_fuse_never_writes_into_a_run_and_reads_a_run_only_from_its_submission(tmp_path: Path, capsys) -> None:
+    from asd_lightning.scoring.fusion_cli import main as fuse_main
+
+    a = tmp_path / "a"
+    scored_folder(a, tmp_path / "data", [2.0, 4.0, 0.0, 6.0])
+    scored_folder(tmp_path / "b", tmp_path / "data", [1.0, 5.0, 2.0, 3.0])
+    before = {p: p.read_bytes() for p in (a / "submission").iterdir()}
+    for out in (a / "submission", a):
+        assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(out)]) == 2
+        assert f"--out {out} is a run's folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (a / "submission").iterdir()} == before and not (a / "clip_scores.csv").exists()
+    bare = tmp_path / "someone's"
+    scored_folder(bare, tmp_path / "data", [1.0, 2.0, 3.0, 4.0], run=False)
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(bare)]) == 2
+    assert "already holds clip_scores.csv, scores.json, scores.csv of a run (no fusion.json)" in capsys.readouterr().err
+    # a stray clip_scores.csv at a run's top level is never read: a run is read from submission/
+    (a / "clip_scores.csv").write_text("year,machine,section,domain,label,split,file,score\n")
+    from asd_lightning.scoring.fusion import clip_scores_file, is_fused
+
+    assert clip_scores_file(a) == a / "submission" / "clip_scores.csv"
+    # a fused result is its own kind: recognised, re-fusable, and may be replaced by the next fusion
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 0
+    assert is_fused(tmp_path / "fused") and clip_scores_file(tmp_path / "fused") == tmp_path / "fused" / "clip_scores.csv"
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 0
+
+
+def test_asd_fuse_refuses_runs_on_other_data_and_warns_about_a_run_given_twice(tmp_path: Path, capsys) -> None:
+    from asd_lightning.scoring.fusion_cli import main as fuse_main
+
+    scored_folder(tmp_path / "a", tmp_path / "set1", [2.0, 4.0, 0.0, 6.0], stamp=10**18)
+    scored_folder(tmp_path / "b", tmp_path / "set2", [1.0, 5.0, 2.0, 3.0], stamp=2 * 10**18)  # same names, other data
+    assert fuse_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"asd-fuse: error: {tmp_path / 'b'} scored other data than {tmp_path / 'a'}: the fan "
+                                     f"test clips under {tmp_path / 'set2'} and {tmp_path / 'set1'} differ") in err
+    assert not (tmp_path / "fused").exists()
+    scored_folder(tmp_path / "c", tmp_path / "set1", [1.0, 5.0, 2.0, 3.0])  # the same data as a
+    assert fuse_main([str(tmp_path / "a"), str(tmp_path / "c"), str(tmp_path / "a" / "submission"),
+                      "--out", str(tmp_path / "fused")]) == 0
+    assert (f"asd-fuse: warning: {tmp_path / 'a' / 'submission'} is the same run as {tmp_path / 'a'}"
+            in capsys.readouterr().err)
+    assert json.loads((tmp_path / "fused" / "data.json").read_text())["root"] == str(tmp_path / "set1")
+
+
+def test_a_multirun_with_a_failed_job_writes_the_table_names_the_job_and_exits_3(tiny_data, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    code, _, err = finish(start(["-m", *[o for o in TINY_RUN if not o.startswith(("trainer.max_epochs", "data.batch"))],
+                                 "trainer.max_epochs=1", *tiny_data, "data.batch_size=4,0", f"hydra.sweep.dir={sweep}"],
+                                tmp_path))
+    assert code == 3, err[-3000:]
+    assert "asd-train: error: data.batch_size=0: the batch size must be an integer >= 1" in err
+    assert "Traceback" not in err  # a user error: one line, and the other job ran
+    table = pd.read_csv(sweep / "results.csv")
+    assert set(table["machine"]) == {"fan", "all"}
+    markdown = (sweep / "results.md").read_text()
+    assert "failed: " in markdown and "data.batch_size=0" in markdown and f"{sweep / '1'} has no submission" in markdown
+    assert "1 job(s) of the multirun are not in the results table" in err
+
+
+# ---------------------------------------------------------------- 4. user errors: one line, documented exit code
+def test_a_user_error_prints_one_line_without_traceback_and_exits_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from asd_lightning.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["asd-train", "experiment=ae_baseline", "seed=-1", f"hydra.run.dir={tmp_path / 'run'}"])
+    import logging
+
+    handlers, level = list(logging.root.handlers), logging.root.level
+    try:
+        with pytest.raises(SystemExit) as stop:  # what the console script exits with
+            main()
+    finally:  # Hydra's job logging wrote to this test's captured streams
+        logging.root.handlers[:], logging.root.level = handlers, level
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and "Error executing job" not in err, err
+    assert "asd-train: error: seed=-1: the seed must be an integer in [0, 4294967295] (or null: no seeding)\n" in err
+
+
+def test_genuine_bugs_keep_their_traceback_user_errors_do_not(tmp_path: Path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from asd_lightning.train import failed
+    from asd_lightning.utils.errors import EXIT_USER_ERROR, UserError
+
+    cfg = OmegaConf.create({"task_name": "eval"})
+    with pytest.raises(SystemExit) as stop:
+        failed(cfg, UserError("set\n  x=1"))
+    assert stop.value.code == EXIT_USER_ERROR == 2 and capsys.readouterr().err == "asd-eval: error: set x=1\n"
+    bug = KeyError("a bug")
+    with pytest.raises(KeyError):
+        failed(cfg, bug)
+    # every error the project raises on purpose is a UserError
+    assert issubclass(preflight.PreflightError, UserError) and issubclass(ClipIndexError, UserError)
+    assert issubclass(AudioDecodeError, UserError)
+
+
+# ---------------------------------------------------------------- 3. bad values: caught first, in one line
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment=sc_adacos", "data.train_crop.seconds=0"], "data.train_crop.seconds=0: the training crop must be "
+                                                            "longer than 0 s"),
+    (["experiment=ae_baseline", "data.train_crop.frames=-5"], "data.train_crop.frames=-5: the training crop (log-mel "
+                                                              "frames) must be an integer >= 1"),
+    (["experiment=ae_baseline", "data.batch_size=0"], "data.batch_size=0: the batch size must be an integer >= 1"),
+    (["experiment=ae_baseline", "seed=-1"], "seed=-1: the seed must be an integer in [0, 4294967295]"),
+    (["experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks/inlier_model@callbacks.inlier.model=gmm",
+      "callbacks.inlier.model.n_components=0"], "callbacks.inlier.model.n_components=0: the GMM's number of "
+                                                "components must be an integer >= 1"),
+    (["experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks.inlier.model.k=0"],
+     "callbacks.inlier.model.k=0: the number of nearest neighbours must be an integer >= 1"),
+])
+def test_values_out_of_range_fail_before_anything_is_built(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(preflight.PreflightError) as error:
+        train(compose_train(overrides, tmp_path / "run"))  # no data.root: nothing is built before the check
+    assert str(error.value).startswith(message)
+
+
+def test_max_epochs_0_is_refused_unless_the_method_trains_nothing(tmp_path: Path) -> None:
+    from asd_lightning.models.logmel_stats import LogMelStats
+
+    cfg = compose_train(["experiment=ae_baseline", "trainer.max_epochs=0"], tmp_path / "run")
+    with pytest.raises(preflight.PreflightError, match=r"trainer.max_epochs=0 trains nothing, so the run would score "
+                                                       r"an untrained model; set trainer.max_epochs>=1"):
+        preflight.check_epochs(cfg, torch.nn.Linear(1, 1))
+    preflight.check_epochs(cfg, LogMelStats.__new__(LogMelStats))  # training-free: nothing to refuse
+
+
+def test_the_short_clip_message_names_the_override_of_the_experiment(tmp_path: Path) -> None:
+    margin = compose_train(["experiment=sc_adacos"], tmp_path / "a")
+    assert preflight.test_segments_override(margin) == "data.train_crop.seconds=<at most the shortest clip's length>"
+    assert preflight.test_segments_override(compose_train(["experiment=ae_baseline"], tmp_path / "b")) == \
+        "data.test_segments=..."
+
+
+# ---------------------------------------------------------------- 2. nothing written outside the run
+def test_asd_report_on_a_folder_without_runs_writes_nothing(tmp_path: Path, capsys) -> None:
+    from asd_lightning.sweeps.cli import main as report_main
+
+    make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=1, n_test=1, seconds=0.1)
+    for folder in (tmp_path / "empty", tmp_path / "data"):
+        folder.mkdir(exist_ok=True)
+        before = sorted(folder.rglob("*"))
+        assert report_main([str(folder)]) == 2
+        assert f"asd-report: error: {folder} holds no run" in capsys.readouterr().err
+        assert sorted(folder.rglob("*")) == before
