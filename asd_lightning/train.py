@@ -143,11 +143,26 @@ def hydra_main(job: Callable[[DictConfig], dict[str, float]], config_name: str) 
         name = cfg.get("optimized_metric")
         return metrics.get(name) if name else None
 
-    return hydra.main(version_base="1.3", config_path=config_dir(), config_name=config_name)(run)()
+    return hydra.main(version_base="1.3", config_path=conf_or_exit(), config_name=config_name)(run)()
+
+
+def conf_or_exit() -> str:
+    """:func:`config_dir`, or its error in one line and :data:`EXIT_USER_ERROR`."""
+    try:
+        return config_dir()
+    except UserError as error:
+        print(f"asd-train: error: {one_line(error)}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
 
 
 def main() -> float | None:
     """Console entry point of ``asd-train``."""
+    from asd_lightning.sweeps.export import missing_tuned_config
+
+    missing = missing_tuned_config(sys.argv[1:], conf_or_exit())
+    if missing:
+        print(f"asd-train: error: {missing}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR)
     return hydra_main(train, "train.yaml")
 
 

@@ -103,8 +103,8 @@ def reference(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     code, _, err = finish(start([*TINY_RUN, *tiny_data, f"hydra.run.dir={run}", "ckpt_path=last"], run.parent))
     assert code == 0, err[-3000:]
-    # 2 sections x (anomaly_score, decision_result), thresholds, clip_scores.csv, scores.csv/json
-    assert len(outputs(run)) == 8
+    # 2 sections x (anomaly_score, decision_result), thresholds, clip_scores.csv, scores.csv/json, data.json
+    assert len(outputs(run)) == 9
     return run
 
 
@@ -192,7 +192,7 @@ def test_the_same_seed_twice_gives_identical_submissions(tmp_path: Path) -> None
         train(compose_train(["experiment=ae_baseline", "trainer.max_epochs=2", "data.batch_size=4",
                              *[o for o in local_copy(root, tmp_path, "fan") if not o.startswith("data.ground_truth")]],
                             tmp_path / run))
-    assert len(outputs(tmp_path / "a")) == 6 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    assert len(outputs(tmp_path / "a")) == 7 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
 
 
 # ---------------------------------------------------------------- 2. SIGTERM
