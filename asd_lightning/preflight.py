@@ -118,6 +118,10 @@ class RunFolder:
         self._handle = handle
         return self
 
+    def record(self, cfg: DictConfig) -> None:
+        """Keep this run's settings (:func:`run_settings`): a later run in the folder must match them."""
+        OmegaConf.save(OmegaConf.create(run_settings(cfg)), self.state / "config.yaml")
+
     def release(self) -> None:
         if self._handle is not None:
             fcntl.flock(self._handle, fcntl.LOCK_UN)
@@ -141,8 +145,9 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def claim_run_folder(cfg: DictConfig) -> RunFolder:
-    """Lock the run folder and check that a run already in it had the same settings (a resume);
-    records this run's settings for the next one."""
+    """Lock the run folder and check that a run already in it had the same settings (a resume).
+    :meth:`RunFolder.record` keeps this run's settings for the next one, once its pre-flight passed
+    (a run that failed the checks leaves nothing to match)."""
     folder = Path(str(cfg.paths.output_dir)).expanduser().absolute()
     claim = RunFolder(folder).acquire()
     try:
@@ -157,8 +162,6 @@ def claim_run_folder(cfg: DictConfig) -> RunFolder:
                 raise PreflightError(f"{folder} holds a run with other settings ({listed}{more}); resuming or "
                                      "re-running it with these would mix two runs: give this run its own folder "
                                      "(hydra.run.dir=<folder>) or delete that one")
-        else:
-            OmegaConf.save(OmegaConf.create(settings), saved)
     except BaseException:
         claim.release()
         raise
@@ -306,6 +309,8 @@ def check_run(cfg: DictConfig, datamodule: L.LightningDataModule, callbacks: Ite
         if getattr(datamodule, "clips", None) is not None and getattr(datamodule, "table", None) is not None:
             check_clip_lengths(datamodule, test_segments_override(cfg))
             check_callbacks(callbacks, datamodule)
+        if claim is not None:
+            claim.record(cfg)
     except BaseException:
         if claim is not None:
             claim.release()

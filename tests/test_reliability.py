@@ -469,7 +469,11 @@ def test_a_run_owns_its_folder_a_second_run_is_refused_and_a_dead_runs_lock_is_t
 def test_a_run_in_a_folder_of_a_run_with_other_settings_is_refused_before_training(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=2, n_test=1)
     common = ["experiment=ae_baseline", "trainer.max_epochs=1", *copy_of(root, tmp_path, "fan")]
-    preflight.claim_run_folder(compose_train([*common, "seed=1"], tmp_path / "run")).release()  # seed 1 ran here
+    seed1 = compose_train([*common, "seed=1"], tmp_path / "run")
+    preflight.claim_run_folder(seed1).release()  # a run that failed its checks keeps no settings
+    preflight.claim_run_folder(compose_train([*common, "seed=3"], tmp_path / "run")).release()
+    claim = preflight.claim_run_folder(seed1)
+    claim.record(seed1), claim.release()  # seed 1 ran here
     # a resume with other loading settings is the same run
     preflight.claim_run_folder(compose_train([*common, "seed=1", "data.num_workers=1"], tmp_path / "run")).release()
     with pytest.raises(preflight.PreflightError, match=r"run holds a run with other settings \(seed: 1 there, 2 now, data.seed: 1 there, 2 now\); "
@@ -690,3 +694,131 @@ def test_asd_report_on_a_folder_without_runs_writes_nothing(tmp_path: Path, caps
         assert report_main([str(folder)]) == 2
         assert f"asd-report: error: {folder} holds no run" in capsys.readouterr().err
         assert sorted(folder.rglob("*")) == before
+
+
+def test_a_search_exports_next_to_the_sweep_and_prints_the_command_that_finds_the_config(tmp_path: Path,
+                                                                                          monkeypatch, capsys) -> None:
+    from asd_lightning.sweeps.export import missing_tuned_config, tuned_config, write_tuned_config
+    from asd_lightning.sweeps.search import Cell, PerMachineSearch
+    from asd_lightning.train import config_dir, main
+
+    search = PerMachineSearch(method="ae_baseline", n_trials=1)
+    search.sweep_dir = tmp_path / "sweep"
+    cell = Cell("fan", ["data.machine_types=[fan]"], [], ["fan"])
+    configs = tmp_path / "sweep" / "configs"
+    assert search.export_path(cell) == configs / "experiment" / "tuned" / "ae_baseline" / "fan.yaml"  # not conf/
+    command = search.rerun_command(cell)
+    assert command == (f"asd-train experiment=tuned/ae_baseline/fan 'hydra.searchpath=[file://{configs}]' "
+                       "data.root=<dataset>")
+    write_tuned_config(search.export_path(cell), tuned_config(["experiment=ae_baseline", "data.batch_size=8"],
+                                                              ["experiment"], [], ["a test"]))
+    # the printed command composes
+    arguments = [a.strip("'") for a in command.split()[1:-1]]
+    assert compose_train(arguments, tmp_path / "rerun").data.batch_size == 8
+    assert missing_tuned_config(arguments, config_dir()) is None
+    # a custom export_dir is the config folder (or the experiment/tuned folder in one)
+    assert PerMachineSearch(method="m", n_trials=1, export_dir=str(tmp_path / "c")).export_root() == tmp_path / "c"
+    assert PerMachineSearch(method="m", n_trials=1, export_dir=str(tmp_path / "c" / "experiment" / "tuned")
+                            ).export_root() == tmp_path / "c"
+    # without the search path: where exported configs are looked for, and how to add it, in one line
+    monkeypatch.setattr(sys, "argv", ["asd-train", "experiment=tuned/ae_baseline/fan"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"asd-train: error: no exported config experiment=tuned/ae_baseline/fan: looked for "
+                          f"{config_dir()}/experiment/tuned/ae_baseline/fan.yaml. A search exports")
+    assert "add hydra.searchpath=[file://<that folder>]" in err
+
+
+def test_the_held_out_rescore_is_named_as_such(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from asd_lightning.sweeps.search import Cell, PerMachineSearch
+
+    search = PerMachineSearch(method="ae_baseline", n_trials=1)
+    search.sweep_dir = tmp_path
+    (tmp_path / "fan" / "trial_003" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "fan" / "trial_003" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    best = SimpleNamespace(number=3, params={"data.batch_size": 8}, user_attrs={"folder": "fan/trial_003"})
+    overrides = search.final_overrides(Cell("fan", ["data.machine_types=[fan]"], [], ["fan"]), best, [])
+    assert "trial=3-heldout" in overrides and "train=false" in overrides
+    cfg = compose_train([*[o for o in overrides if not o.startswith(("hydra.", "++"))], "logger=wandb"], tmp_path / "r")
+    assert cfg.logger.wandb.name == "fan-seed12345-trial3-heldout"  # the trial itself: fan-seed12345-trial3
+
+
+def test_a_search_checks_its_report_sections_before_the_first_trial(tmp_path: Path, caplog) -> None:
+    from asd_lightning.sweeps.search import check_report_sections
+
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=1, n_test=1, seconds=0.1,
+                     eval_section=3)
+    (root / "ground_truth").rename(tmp_path / "ground_truth")  # the evaluation clips unlabelled
+
+    def data(sections: str) -> "DictConfig":
+        return compose_train(["experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan]",
+                              f"data.test_sections={sections}"], tmp_path / "run").data
+
+    with pytest.raises(preflight.UserError, match=r"the search reports on test section\(s\) \[5\] of \['fan'\] "
+                                                  r"\(data.test_sections=\[5\]\), but .* holds no such test clips: "
+                                                  r"every trial would run"):
+        check_report_sections("fan", data("[0]"), data("[5]"), ["data.test_sections=[5]"])
+    with pytest.raises(preflight.UserError, match=r"their test clips under .* are unlabelled: set data.ground_truth="):
+        check_report_sections("fan", data("[0]"), data("[3]"), ["data.test_sections=[3]"])
+    with caplog.at_level("WARNING", logger="asd_lightning.sweeps.search"):
+        check_report_sections("fan", data("[0]"), data("[1]"), [])
+        assert "overlap" not in caplog.text
+        check_report_sections("fan", data("[0,1]"), data("[1]"), [])
+    assert "study fan: the report sections ([1]) overlap the tuning sections ([0, 1])" in caplog.text
+
+
+# ---------------------------------------------------------------- 5. small things
+def test_results_md_gives_every_seeds_value_per_section_and_results_csv_the_domain(tmp_path: Path) -> None:
+    from asd_lightning.sweeps.report import ResultsTable
+    from test_sweeps import fake_run, rows22
+
+    for i, (seed, auc) in enumerate([(1, 0.6), (2, 0.8)]):
+        fake_run(tmp_path / str(i), ["data.machine_types=[fan]", f"seed={seed}"], seed,
+                 rows22("fan", {0: (auc, 0.5, 0.55)}))
+    results = ResultsTable.from_folders([tmp_path])
+    sections = results.table[results.table["section"] == "00"].set_index("metric")["domain"]
+    assert sections["auc_source"] == "source" and sections["pauc_target"] == "target" and sections["pauc"] == ""
+    markdown = results.to_markdown()
+    assert "| fan | 00 | AUC (source) | 60.00 | 80.00 |" in markdown.split("### Per section and seed (%)")[1]
+    assert "| machine | section | AUC (source) |" in markdown  # the mean ± std table: no domain column
+
+
+def test_unlabelled_evaluation_clips_say_that_scores_need_the_ground_truth(tmp_path: Path, caplog) -> None:
+    from types import SimpleNamespace
+
+    from asd_lightning.callbacks.official_scores import OfficialScores
+
+    files = [tmp_path / f"section_03_{i:04d}.wav" for i in range(4)] + [tmp_path / f"train_{i}.wav" for i in range(3)]
+    for path in files:
+        path.write_bytes(b"RIFF")
+    clips = pd.DataFrame({"clip_id": range(7), "machine": "fan", "section": 3, "domain": "unknown",
+                          "label": ["unknown"] * 4 + ["normal"] * 3, "split": ["test"] * 4 + ["train"] * 3,
+                          "file": [p.name for p in files], "path": list(map(str, files))})
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(clips=clips, year=2022, root=tmp_path), is_global_zero=True)
+    callback = OfficialScores(output_dir=tmp_path / "submission")
+    with caplog.at_level("WARNING", logger="asd_lightning.callbacks.official_scores"):
+        callback.publish(trainer, None, pd.DataFrame({"clip_id": range(4), "score": [1.0, 2.0, 3.0, 4.0]}),
+                         pd.DataFrame({"clip_id": [4, 5, 6], "score": [1.0, 2.0, 1.5]}))
+    assert ("no test clip of fan is labelled (evaluation clips need their ground truth), so there are no scores"
+            in caplog.text and "set data.ground_truth=" in caplog.text)
+    assert (tmp_path / "submission" / "anomaly_score_fan_section_03_test.csv").is_file()
+    assert not (tmp_path / "submission" / "scores.json").exists()
+
+
+def test_asd_evaluate_says_a_row_belongs_to_another_sections_file(tmp_path: Path, capsys) -> None:
+    from asd_lightning.data.clip_index import build_clip_index
+
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=1, n_test=1, seconds=0.1)
+    clips = build_clip_index(root, 2022, splits=["test"])
+    scores = clips.assign(score=np.arange(len(clips), dtype=float), decision=0)
+    moved = scores.iloc[:1].assign(section=1)  # a section 00 clip, also in section 01's file
+    write_submission(pd.concat([scores, moved]), tmp_path / "submission", 2022)
+    args = ["--year", "2022", "--scores", str(tmp_path / "submission"), "--root", str(root), "--out", str(tmp_path / "e")]
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"1 scored file(s) are in another section's file, e.g. fan/{moved['file'].item()} "
+                                     "is scored in section 01's file but is a test clip of section 00") in err

@@ -125,8 +125,9 @@ class ResultsTable:
         return self.table[self.table["section"] == ALL] if len(self.table) else self.table
 
     def to_markdown(self) -> str:
-        """Two Markdown tables in percent: official scores per machine type and overall, then
-        the metrics of every section; and the jobs left out."""
+        """Three Markdown tables in percent: official scores per machine type and overall (mean
+        ± std and each seed), the metrics of every section (mean ± std), and those of every
+        section per seed; and the jobs left out."""
         parts = []
         if len(self.table):
             seeds = [c for c in self.table.columns if c.startswith("seed=")]
@@ -138,12 +139,17 @@ class ResultsTable:
                 rows.append(row)
             parts.append("### Official score per machine type and overall (%)\n\n" + markdown_table(pd.DataFrame(rows)))
             sections = self.table[self.table["section"] != ALL]
-            index = self.settings + ["machine", "section"] + (["domain"] if (sections["domain"] != "").any() else [])
+            # a domain of its own only where rows are per domain (2020/2021), not where the metric names it
+            per_domain = (sections["domain"] != sections["metric"].map(metric_domain)).any()
+            index = self.settings + ["machine", "section"] + (["domain"] if per_domain else [])
             wide = sections.assign(cell=[_cell(r) for _, r in sections.iterrows()]).pivot_table(
                 index=index, columns="metric", values="cell", aggfunc="first", sort=False).reset_index()
             metrics = [m for m in _TITLES if m in wide.columns]
             wide = wide[index + metrics].rename(columns=_TITLES)
             parts.append("### Per section: mean ± std over seeds (%)\n\n" + markdown_table(wide))
+            per_seed = sections.assign(metric=sections["metric"].map(_TITLES))[index + ["metric"] + seeds]
+            parts.append("### Per section and seed (%)\n\n" + markdown_table(
+                per_seed.assign(**{c: per_seed[c].map(_percent) for c in seeds})))
         left = [f"- {p}" for p in self.problems] + [f"- {n}" for n in self.notes]
         if left:
             parts.append("### Left out\n\n" + "\n".join(left))
@@ -172,6 +178,15 @@ class ResultsTable:
             run.finish()
 
 
+def metric_domain(metric: str) -> str:
+    """The domain a per-section metric is computed on (``auc_source`` → ``source``); empty for
+    metrics of both domains."""
+    for domain in ("source", "target"):
+        if metric.endswith(f"_{domain}"):
+            return domain
+    return ""
+
+
 def _where(base: dict, free: list[str]) -> str:
     return "".join(f", {k}={base[k]}" for k in free)
 
@@ -190,7 +205,7 @@ def _records(pool: list[Run], base: dict, bound: dict[str, dict], overall: bool)
 
     for r in rows.to_dict(orient="records"):
         for metric in score_columns(year):
-            add(r["machine"], f"{int(r['section']):02d}", r.get("domain", ""), metric, r[metric])
+            add(r["machine"], f"{int(r['section']):02d}", r.get("domain") or metric_domain(metric), metric, r[metric])
     if two_bce is not None:
         for r in two_bce.sections.itertuples():
             add(r.machine, f"{int(r.section):02d}", "", "two_bce_hmean", r.hmean)
