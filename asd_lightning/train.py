@@ -5,6 +5,11 @@ Examples::
     asd-train experiment=ae_baseline data=synthetic
     asd-train -m data.machine_types=[fan],[valve] logger=wandb
     asd-train experiment=ae_baseline hydra.run.dir=logs/train/runs/fan ckpt_path=last   # start or resume
+
+Exit status: 0 done; 2 a setting or file to change (one line ``asd-train: error: ...``, no
+traceback: a :class:`~asd_lightning.utils.errors.UserError`); 3 a multirun whose results table
+leaves out failed jobs (named in it); 143 interrupted by SIGTERM (the message says how to
+resume); 1 anything else, a bug, with its traceback (``HYDRA_FULL_ERROR=1`` for the full one).
 """
 
 from __future__ import annotations

@@ -674,6 +674,8 @@ def test_max_epochs_0_is_refused_unless_the_method_trains_nothing(tmp_path: Path
                                                        r"an untrained model; set trainer.max_epochs>=1"):
         preflight.check_epochs(cfg, torch.nn.Linear(1, 1))
     preflight.check_epochs(cfg, LogMelStats.__new__(LogMelStats))  # training-free: nothing to refuse
+    with pytest.raises(preflight.PreflightError, match="trainer.max_epochs=0 trains nothing"):
+        train(cfg)  # checked before any data is read (there is none here)
 
 
 def test_the_short_clip_message_names_the_override_of_the_experiment(tmp_path: Path) -> None:
