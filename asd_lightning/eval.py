@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asd_lightning.train import hydra_main, train
-from asd_lightning.utils.errors import UserError
+from asd_lightning.utils.errors import MissingFileError, UserError
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
@@ -24,7 +24,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
         raise UserError("asd-eval needs the checkpoint to score: ckpt_path=<run>/checkpoints/last.ckpt")
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
-        raise UserError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
+        raise MissingFileError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
     if cfg.get("train"):
         raise UserError("asd-eval never trains: leave train=false")
     # by design the training run's ModelCheckpoint is not rebuilt: its state is not wanted here

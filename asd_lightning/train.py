@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asd_lightning import preflight
 from asd_lightning.utils import resolvers  # noqa: F401  (registers ${eval:}, ${join:}, ${wandb_offline:})
-from asd_lightning.utils.errors import EXIT_USER_ERROR, UserError, one_line
+from asd_lightning.utils.errors import EXIT_USER_ERROR, MissingFileError, UserError, one_line
 from asd_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from asd_lightning.utils.resume import EXIT_INTERRUPTED, interrupted_message, resolve_ckpt_path
 
@@ -40,7 +40,7 @@ def config_dir() -> str:
     """The project's ``conf/`` folder (``ASD_CONF_DIR`` overrides it)."""
     candidate = Path(os.environ.get("ASD_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
     if not (candidate / "train.yaml").is_file():
-        raise UserError(f"Hydra configs not found in {candidate}; install the project with "
+        raise MissingFileError(f"Hydra configs not found in {candidate}; install the project with "
                                 "`pip install -e .` from its checkout or set ASD_CONF_DIR")
     return str(candidate)
 

@@ -24,6 +24,10 @@ class UserError(ValueError):
     Entry points print it in one line without a traceback and exit with :data:`EXIT_USER_ERROR`."""
 
 
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (a :class:`UserError` and a ``FileNotFoundError``)."""
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line (whitespace runs collapsed)."""
     return " ".join(str(error).split())
