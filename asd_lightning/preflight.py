@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -93,7 +94,9 @@ def check_epochs(cfg: DictConfig, model: L.LightningModule | None) -> None:
 # ---------------------------------------------------------------- 1. the run folder
 class RunFolder:
     """The lock of a run folder (``<folder>/.asd-run/lock``), held while the run uses it; a
-    dead run's lock is free (the operating system drops it with the process)."""
+    dead run's lock is free (the operating system drops it with the process). Hydra writes a
+    run's ``.hydra/`` before any check: the run that owns the folder keeps a copy
+    (``.asd-run/hydra``), which a refused run puts back."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -109,6 +112,7 @@ class RunFolder:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
+            self.restore_hydra()
             raise PreflightError(f"{self.folder} is in use by another run ({holder}); two runs in one folder "
                                  "overwrite each other's checkpoints and scores: give this run its own folder "
                                  "(hydra.run.dir=<folder>)") from None
@@ -119,8 +123,16 @@ class RunFolder:
         return self
 
     def record(self, cfg: DictConfig) -> None:
-        """Keep this run's settings (:func:`run_settings`): a later run in the folder must match them."""
+        """Keep this run's settings (:func:`run_settings`): a later run in the folder must match
+        them; and a copy of its ``.hydra/``."""
         OmegaConf.save(OmegaConf.create(run_settings(cfg)), self.state / "config.yaml")
+        if (self.folder / ".hydra").is_dir():
+            shutil.copytree(self.folder / ".hydra", self.state / "hydra", dirs_exist_ok=True)
+
+    def restore_hydra(self) -> None:
+        """Put back the owner's ``.hydra/`` that a refused run's Hydra overwrote."""
+        if (self.state / "hydra").is_dir():
+            shutil.copytree(self.state / "hydra", self.folder / ".hydra", dirs_exist_ok=True)
 
     def release(self) -> None:
         if self._handle is not None:
@@ -159,6 +171,7 @@ def claim_run_folder(cfg: DictConfig) -> RunFolder:
             if differ:
                 listed = ", ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ[:3])
                 more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+                claim.restore_hydra()
                 raise PreflightError(f"{folder} holds a run with other settings ({listed}{more}); resuming or "
                                      "re-running it with these would mix two runs: give this run its own folder "
                                      "(hydra.run.dir=<folder>) or delete that one")

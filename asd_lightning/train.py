@@ -105,6 +105,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return {k: float(v) for k, v in metrics.items()}
 
 
+def to_log_files(message: str) -> None:
+    """Log ``message`` as an error into the job's log files only (``<task>.log``), not the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 def _multirun_keeps_going() -> bool:
     """A grid multirun (Hydra's basic sweeper) runs its other jobs after a failed one, and its
     results table names the failed job; searches judge failed trials themselves."""
@@ -123,7 +131,7 @@ def failed(cfg: DictConfig, error: Exception) -> None:
     name = f"asd-{cfg.get('task_name', 'train')}"
     user = isinstance(error, UserError)
     if user and not os.environ.get("HYDRA_FULL_ERROR"):
-        log.error("%s: error: %s", name, one_line(error))
+        to_log_files(f"{name}: error: {one_line(error)}")  # the terminal gets it once, on stderr
         print(f"{name}: error: {one_line(error)}", file=sys.stderr, flush=True)
         if not _multirun_keeps_going():
             if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -449,10 +449,16 @@ def test_asd_evaluate_names_a_missing_score_file_and_never_overwrites_the_runs_t
 # ---------------------------------------------------------------- 1. results never lost or mixed
 def test_a_run_owns_its_folder_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path: Path) -> None:
     cfg = compose_train(["experiment=ae_baseline", "seed=1"], tmp_path / "run")
+    overrides = tmp_path / "run" / ".hydra" / "overrides.yaml"
+    overrides.parent.mkdir(parents=True)
+    overrides.write_text("- seed=1\n")  # what Hydra wrote for the run
     first = preflight.claim_run_folder(cfg)
+    first.record(cfg)
+    overrides.write_text("- seed=2\n")  # Hydra of a second run in the folder, before any check
     with pytest.raises(preflight.PreflightError, match=rf"{tmp_path / 'run'} is in use by another run \(host .*, "
                                                        rf"pid {os.getpid()}\); .*own folder \(hydra.run.dir=<folder>\)"):
         preflight.claim_run_folder(cfg)
+    assert overrides.read_text() == "- seed=1\n"  # the refused run put the owner's back
     first.release()
     preflight.claim_run_folder(cfg).release()  # free again
     lock = tmp_path / "run" / preflight.RUN_STATE / "lock"  # another run's process holds it (flock, as a run does)
