@@ -9,6 +9,8 @@
    clips) is not scored as anomalous just for being sparse. A domain with fewer than
    ``MIN_ZSCORE_CLIPS`` fit clips cannot be put on a scale: the section then gets one pooled
    model, and the record says so;
+   ``memory_mixup`` (``{neighbours, lam}``) enlarges the target model's memory with mixes of the
+   target clips and their nearest source clips (:mod:`~asd_lightning.scoring.memory_mixup`);
 3. the fit clips' own scores from models with the same setting fitted without them
    (``threshold_folds`` folds of whole clips), for the decision thresholds and ``zscore``.
 """
@@ -22,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from asd_lightning.scoring.inlier_models import InlierModel
+from asd_lightning.scoring.memory_mixup import memory_mixup
 from asd_lightning.scoring.section_scorer import SectionScorer, embedding_rows
 from asd_lightning.scoring.sizing import Sizing
 
@@ -62,6 +65,7 @@ class SectionFitter:
     zscore: bool = False
     standardize: bool = False
     threshold_folds: int = 5
+    memory_mixup: dict | None = None  # {neighbours, lam}: target memory mixed with nearest source clips
 
     def domain_groups(self, used: list[int], domain_of: dict[int, str],
                       dim: int) -> tuple[list[str], list[list[int]], list[Sizing]]:
@@ -97,7 +101,12 @@ class SectionFitter:
         position = {clip: j for j, clip in enumerate(section_fit)}
         fit_scores, models, model_scale = [], [], []
         for domain, members in zip(domains or ["all"], groups):
-            model = self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0])
+            memory = embedding_rows([fit[i] for i in members], self.aggregation)[0]
+            if self.memory_mixup and domain == "target" and "source" in domains:
+                source = groups[domains.index("source")]
+                memory = memory_mixup(memory, embedding_rows([fit[i] for i in source], self.aggregation)[0],
+                                      **self.memory_mixup)
+            model = self.model_factory().fit(memory)
             if model.sizing is not None:
                 sizing.append(model.sizing.of_domain(domain))
             scores = SectionScorer([model], self.aggregation).raw([fit[i] for i in section_fit])
