@@ -16,6 +16,10 @@ SETTING = "model.encoder.checkpoint"
 class MissingWeightsError(OptionError):
     """A pre-trained weight file or folder is not on this machine; names the setting that points to it."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.args = (str(self),)  # Hydra's instantiate error quotes repr(): keep the setting in it
+
 
 def _cached_snapshot(repo_id: str) -> Path | None:
     """The local snapshot folder of ``repo_id`` in the Hugging Face cache, None when not cached."""
