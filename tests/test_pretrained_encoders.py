@@ -20,7 +20,6 @@ from asd_lightning.metrics import read_submission  # noqa: E402
 from asd_lightning.models.components.encoders.hf_audio import HFAudioBackbone  # noqa: E402
 from asd_lightning.models.components.encoders.pretrained import PretrainedEncoder  # noqa: E402
 from asd_lightning.models.components.encoders.weights import MissingWeightsError  # noqa: E402
-from asd_lightning.scoring.memory_mixup import memory_mixup  # noqa: E402
 from asd_lightning.train import train  # noqa: E402
 from conftest import make_2023  # noqa: E402
 from test_train import compose_train, local_copy  # noqa: E402
@@ -89,13 +88,50 @@ def test_fine_tuning_modes_train_what_they_say(ast_folder: Path) -> None:
         ast_encoder(ast_folder, finetune="lora", lora={"target_modules": ["nothing_here"]})
 
 
-def test_memory_mixup_by_hand() -> None:
-    target = np.array([[1.0, 0.0]])
-    source = np.array([[0.0, 1.0], [1.0, 0.1], [0.9, -0.1]])
-    out = memory_mixup(target, source, neighbours=2, lam=0.5)
-    # the target row, then its mixes with the two nearest source rows by cosine: [1, .1] and [.9, -.1]
-    assert np.allclose(out, [[1.0, 0.0], [1.0, 0.05], [0.95, -0.05]])
-    assert memory_mixup(target, source[:0], neighbours=3).shape == (1, 2)
+def test_layer_wise_rates_reach_the_margin_classifiers_optimizer(ast_folder: Path) -> None:
+    from asd_lightning.models.components.sub_cluster_adacos import SubClusterAdaCos
+    from asd_lightning.models.margin_classifier import MarginClassifier
+
+    encoder = ast_encoder(ast_folder, finetune="full", layer_lr_decay=0.5, embedding_dim=8)
+    model = MarginClassifier(encoder, functools.partial(SubClusterAdaCos, n_subclusters=2), num_classes=3,
+                             optimizer=functools.partial(torch.optim.AdamW, lr=0.01))
+    groups = model.configure_optimizers().param_groups
+    assert sorted(g["lr"] for g in groups) == [0.00125, 0.0025, 0.005, 0.01]
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_a_waveform_model_gets_its_extractors_normalisation(tmp_path: Path) -> None:
+    """wav2vec 2.0 through AutoModel: the per-clip zero-mean unit-variance input of its extractor."""
+    config = transformers.Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                         conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=4,
+                                         num_conv_pos_embedding_groups=2)
+    transformers.Wav2Vec2Model(config).save_pretrained(tmp_path)
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True)
+    extractor.save_pretrained(tmp_path)
+    wave = 0.1 * torch.randn(2, 4000) + 0.3
+    reference = extractor(list(wave.numpy()), sampling_rate=16000, return_tensors="pt")["input_values"]
+    encoder = ast_encoder(tmp_path, finetune="lora", layer=1).eval()
+    assert torch.allclose(encoder.backbone.inputs(wave), reference, atol=1e-4)
+    assert encoder(wave[:, None, None]).shape == (2, 16) and encoder.trainable_parameters() > 0
+
+
+def test_a_bundle_that_needs_a_missing_package_says_which(tmp_path: Path, monkeypatch) -> None:
+    """A bundle pickled with an encoder of a package that this machine lacks: asd-score's loader
+    names the package and the extra to install."""
+    import importlib
+    import sys
+
+    from asd_lightning.deploy.bundle import BUNDLE_FILE, ModelBundle
+
+    (tmp_path / "gone_encoder_pkg.py").write_text("class Encoder:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("gone_encoder_pkg")
+    (tmp_path / "bundle").mkdir()
+    torch.save({"encoder": module.Encoder()}, tmp_path / "bundle" / BUNDLE_FILE)
+    del sys.modules["gone_encoder_pkg"]
+    (tmp_path / "gone_encoder_pkg.py").unlink()
+    with pytest.raises(ModuleNotFoundError, match=r"needs the Python package 'gone_encoder_pkg'.*asd-lightning\[encoders\]"):
+        ModelBundle.load(tmp_path / "bundle")
 
 
 TINY_RUN = ["data.year=2023", "data.labels=attribute", "data.train_crop.seconds=1.0", "data.batch_size=4",
@@ -130,8 +166,9 @@ def test_lora_and_training_free_recipes_end_to_end(ast_folder: Path, tmp_path: P
     scored_by_bundle(tmp_path / "lora", root, tmp_path)
     bundle = torch.load(tmp_path / "lora" / "bundle" / "fan" / "bundle.pt", weights_only=False)
     trained = bundle["encoder"].encoder
-    changed = {n for n, p in trained.backbone.state_dict().items() if n in before and not torch.equal(p, before[n])}
-    assert not changed  # the pre-trained weights themselves never move
+    after = {n.replace(".base_layer", ""): p for n, p in trained.backbone.state_dict().items() if "lora_" not in n}
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[n], before[n]) for n in before)  # the pre-trained weights themselves never move
     assert any("lora_B" in n and p.abs().sum() > 0 for n, p in trained.named_parameters())  # B starts at zero
     summary = json.loads((tmp_path / "lora" / "bundle" / "fan" / "bundle.json").read_text())
     assert summary["encoder_weights"]["held_in_bundle"] and summary["encoder_weights"]["source"] == str(ast_folder)
