@@ -8,8 +8,9 @@ fp32 on the CPU, bf16 autocast on a GPU.
     python benchmarks/encoder_step.py --quick         # a tiny BEATs, seconds (tests/test_pretrained_encoders.py)
 
 Writes ``encoder_step.json`` to ``--out`` (``$OUT`` when set); ``benchmarks/gpu_check.py`` runs it.
-Peak memory: ``torch.cuda.max_memory_allocated`` on the GPU; on the CPU the growth of the
-process's peak resident set over the steps (``ru_maxrss``; an upper bound, allocator caching included).
+Each mode runs in a fresh process (``--quick``: all in this one). Peak memory: ``torch.cuda.max_memory_allocated`` on the GPU;
+on the CPU the process's peak resident set (``ru_maxrss``: Python, torch, the model and the step),
+beside its resident set once the model is built (``model_rss_mib``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import functools
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +55,7 @@ def step_time(path: Path, mode: str, device: str, batch: int, seconds: float, st
     wave = 0.1 * torch.randn(batch, 1, 1, int(16000 * seconds), device=device)
     y = torch.nn.functional.one_hot(torch.arange(batch, device=device) % 8, 8).float()
     gpu = device.startswith("cuda")
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -71,12 +73,24 @@ def step_time(path: Path, mode: str, device: str, batch: int, seconds: float, st
         if i:
             times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() / 2 ** 20 if gpu
-            else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) / 1024)
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"mode": mode, "device": device, "batch": batch, "clip_seconds": seconds, "steps": steps,
             "trainable_parameters": encoder.trainable_parameters(),
             "parameters": sum(p.numel() for p in encoder.parameters()),
             "seconds_per_step": sum(times) / len(times), "clips_per_second": batch * len(times) / sum(times),
-            "peak_memory_mib": round(peak, 1), "precision": "bf16-mixed" if gpu else "32-true"}
+            "peak_memory_mib": round(peak, 1), "model_rss_mib": None if gpu else round(model_rss, 1),
+            "precision": "bf16-mixed" if gpu else "32-true"}
+
+
+def in_child(path: Path, mode: str, device: str, batch: int, seconds: float, steps: int) -> dict[str, Any]:
+    """:func:`step_time` in a fresh process (its own peak memory)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    job = json.dumps([str(path), mode, device, batch, seconds, steps])
+    done = subprocess.run([sys.executable, __file__, "--child", job], env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"encoder step {mode} on {device} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -85,12 +99,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--quick", action="store_true", help="a tiny BEATs, 1 s clips (a smoke run)")
     p.add_argument("--no-gpu", action="store_true")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        path, *rest = json.loads(args.child)
+        print(json.dumps(step_time(Path(path), *rest)), flush=True)
+        return {}
     cfg = TINY if args.quick else ITER3
     devices = [("cpu", 2)] + ([("cuda", 32)] if torch.cuda.is_available() and not args.no_gpu else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint_file(Path(tmp), cfg)
-        rows = [step_time(path, mode, device, 2 if args.quick else batch, 1.0 if args.quick else 10.0,
+        run = step_time if args.quick else in_child  # quick: in this process (a smoke run; one peak for all)
+        rows = [run(path, mode, device, 2 if args.quick else batch, 1.0 if args.quick else 10.0,
                           1 if args.quick else args.steps)
                 for device, batch in devices for mode in MODES]
     results = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -19,9 +19,9 @@ TINY = dict(ITER3, encoder_layers=2, encoder_embed_dim=32, encoder_ffn_embed_dim
             embed_dim=24, conv_pos=16, conv_pos_groups=4, num_buckets=32, max_distance=64, encoder_layerdrop=0.0)
 
 
-def reference(cfg: dict):
+def reference(cfg: dict, **settings):
     beats_encoder = pytest.importorskip("openbeats.beats_encoder")
-    return beats_encoder.BeatsEncoder(input_size=0, beats_config=cfg, is_pretraining=False)
+    return beats_encoder.BeatsEncoder(input_size=0, beats_config=cfg, is_pretraining=False, **settings)
 
 
 def random_tiny() -> BEATs:
@@ -64,6 +64,12 @@ def test_forward_matches_the_independent_implementation() -> None:
         theirs = other(wave, torch.tensor([32000, 32000]), waveform_input=True)[0]
     assert ours.shape == theirs.shape == (2, 96, 32)  # 198 frames → 12 x 8 patches
     assert torch.allclose(ours, theirs, atol=1e-5)
+    first = reference(TINY, max_layer=1).eval()  # its layer_results[1]: after the first block, as our layer=1
+    first.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert torch.allclose(model(KaldiFbank()(wave), layer=1),
+                              first(wave, torch.tensor([32000, 32000]), waveform_input=True)[0], atol=1e-5)
+        assert not torch.allclose(model(KaldiFbank()(wave), layer=1), ours, atol=1e-3)
 
 
 def test_official_file_format_round_trips_into_the_encoder(tmp_path: Path) -> None:
