@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = dict(
     encoder_layerdrop=0.0, dropout_input=0.0, conv_pos=128, conv_pos_groups=16, relative_position_embedding=False,
     num_buckets=320, max_distance=1280, gru_rel_pos=False, finetuned_model=False, predictor_dropout=0.1,
     predictor_class=527)
-# BEATs_iter3.pt's architecture (Chen et al. 2023, Table 1 and the released cfg)
+# BEATs_iter3.pt's architecture (its parameter names and shapes; each file's own cfg sets the
+# dropout rates, the layer drop and the gradient decay, which the ones here only stand in for)
 ITER3 = dict(DEFAULTS, layer_wise_gradient_decay_ratio=0.6, deep_norm=True, relative_position_embedding=True,
              max_distance=800, gru_rel_pos=True, encoder_layerdrop=0.05, dropout=0.0, attention_dropout=0.0)
 
