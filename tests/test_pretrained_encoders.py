@@ -67,6 +67,24 @@ def test_missing_weights_name_the_override(tmp_path: Path) -> None:
         ast_encoder(tmp_path / "empty")
 
 
+def test_a_repo_id_already_in_the_local_cache_loads_offline(ast_folder: Path, tmp_path: Path, monkeypatch) -> None:
+    """``model.encoder.checkpoint=<org>/<name>`` finds a filled Hugging Face cache, never the network."""
+    import shutil
+
+    import huggingface_hub
+
+    snapshot = tmp_path / "hub" / "models--someone--tiny-ast" / "snapshots" / "abc123"
+    shutil.copytree(ast_folder, snapshot)
+    (tmp_path / "hub" / "models--someone--tiny-ast" / "refs").mkdir()
+    (tmp_path / "hub" / "models--someone--tiny-ast" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    encoder = PretrainedEncoder(functools.partial(HFAudioBackbone), checkpoint="someone/tiny-ast", finetune="frozen")
+    assert encoder.backbone.pretrained_source == str(snapshot)
+    with pytest.raises(MissingWeightsError, match="nor in the local Hugging Face cache"):
+        PretrainedEncoder(functools.partial(HFAudioBackbone), checkpoint="someone/not-cached")
+
+
 def test_fine_tuning_modes_train_what_they_say(ast_folder: Path) -> None:
     """LoRA: adapters + head only; frozen: head only, backbone kept in eval mode; full with
     frozen_layers=1: the second block and the head; layer-wise rates by depth."""
@@ -84,6 +102,13 @@ def test_fine_tuning_modes_train_what_they_say(ast_folder: Path) -> None:
     rates = {len(g["params"]): g["lr"] for g in decayed.parameter_groups(1.0)}
     assert sorted({g["lr"] for g in decayed.parameter_groups(1.0)}) == [0.125, 0.25, 0.5, 1.0]
     assert rates[1] == 1.0  # the head alone at the full rate
+    with pytest.raises(ValueError, match="set data/frontend=waveform"):
+        frozen(torch.zeros(2, 1, 32, 100))  # a log-mel front end's output
+    from asd_lightning.models.pretrained_knn import PretrainedKNN
+
+    assert PretrainedKNN(ast_encoder(ast_folder, finetune="frozen")).training_free
+    with pytest.raises(ValueError, match="PretrainedKNN trains nothing"):
+        PretrainedKNN(lora)
     with pytest.raises(ValueError, match="target_modules=.*matches no linear layer"):
         ast_encoder(ast_folder, finetune="lora", lora={"target_modules": ["nothing_here"]})
 

@@ -110,6 +110,9 @@ class PretrainedEncoder(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.dim() != 4 or features.shape[1:3] != (1, 1):
+            raise ValueError(f"a pre-trained encoder reads waveforms [N, 1, 1, samples], got {tuple(features.shape)}: "
+                             "set data/frontend=waveform")
         x = self.backbone.inputs(features.reshape(len(features), -1))
         if self.training and self.spec_augment is not None and self.backbone.spectrogram_input:
             x = self.spec_augment(x.transpose(1, 2)[:, None])[:, 0].transpose(1, 2)  # [N, mels, frames] masks
