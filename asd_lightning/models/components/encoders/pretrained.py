@@ -21,8 +21,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from asd_lightning.models.components.encoders.weights import SETTING
-
 FINETUNE = ("frozen", "full", "lora")
 
 
@@ -134,5 +132,3 @@ class PretrainedEncoder(nn.Module):
             groups.setdefault(scale.get(id(p), 1.0), []).append(p)
         return [{"params": ps, "lr": lr * s} for s, ps in sorted(groups.items())]
 
-
-__all__ = ["PretrainedEncoder", "add_lora", "SETTING"]
