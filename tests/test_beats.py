@@ -82,6 +82,8 @@ def test_official_file_format_round_trips_into_the_encoder(tmp_path: Path) -> No
         expected = model(KaldiFbank()(wave)).mean(dim=1)
         assert torch.allclose(encoder(wave[:, None, None]), expected, atol=1e-6)
         assert encoder.backbone(encoder.backbone.inputs(wave), layer=1).shape == (3, 48, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision: the filterbank stays float32
+        assert torch.allclose(encoder(wave[:, None, None]).float(), expected, atol=0.1)
     lora = PretrainedEncoder(functools.partial(BEATsBackbone), checkpoint=str(path), finetune="lora",
                              lora={"rank": 2}, embedding_dim=4)
     assert lora.trainable_parameters() == 2 * 2 * (2 * 32 + 32 * 2) + 32 * 4

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import pytest
+
+from asd_lightning.callbacks.inlier_model import InlierModelCallback
 from asd_lightning.scoring import KNNInlier
 from asd_lightning.scoring.memory_mixup import memory_mixup
 from asd_lightning.scoring.section_fit import SectionFitter
@@ -34,3 +37,11 @@ def test_the_target_model_of_a_section_holds_the_mixed_memory() -> None:
     plain, _ = SectionFitter(**settings).fit(fit, list(fit), list(fit), domain_of)
     between = [np.array([[0.5, 0.6, 0.0]])]
     assert scorer.per_model(between)[1][0] < plain.per_model(between)[1][0]
+
+
+def test_memory_mixup_needs_a_target_and_a_source_memory() -> None:
+    with pytest.raises(ValueError, match="needs per_domain=true and both fit_domains"):
+        InlierModelCallback(per_domain=False, memory_mixup={"neighbours": 1, "lam": 0.5})
+    with pytest.raises(ValueError, match="needs per_domain=true"):
+        InlierModelCallback(per_domain=True, fit_domains=["target"], memory_mixup={"neighbours": 1, "lam": 0.5})
+    assert InlierModelCallback(per_domain=True, memory_mixup={"neighbours": 1, "lam": 0.5}).fitter.memory_mixup

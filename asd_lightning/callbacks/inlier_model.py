@@ -156,6 +156,9 @@ class InlierModelCallback(OfficialScores):
         bad = set(fit_domains) - {"source", "target"}
         if bad or not fit_domains:
             raise ValueError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
+        if memory_mixup and not (per_domain and "target" in fit_domains and "source" in fit_domains):
+            raise ValueError("callbacks.inlier.memory_mixup mixes the target memory with source clips: it needs "
+                             "per_domain=true and both fit_domains (or set memory_mixup=null)")
         self.fit_subset = fit_subset
         self.fit_domains = list(fit_domains)
         self.aggregation = aggregation
