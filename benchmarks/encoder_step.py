@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import resource
@@ -106,15 +107,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(step_time(Path(path), *rest)), flush=True)
         return {}
     cfg = TINY if args.quick else ITER3
+    modes = list(MODES)
+    skipped = {}
+    if importlib.util.find_spec("peft") is None:  # e.g. a bare GPU image: LoRA needs the encoders extra
+        modes.remove("lora")
+        skipped["lora"] = "peft is not installed (pip install 'asd-lightning[encoders]')"
     devices = [("cpu", 2)] + ([("cuda", 32)] if torch.cuda.is_available() and not args.no_gpu else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint_file(Path(tmp), cfg)
         run = step_time if args.quick else in_child  # quick: in this process (a smoke run; one peak for all)
         rows = [run(path, mode, device, 2 if args.quick else batch, 1.0 if args.quick else 10.0,
                           1 if args.quick else args.steps)
-                for device, batch in devices for mode in MODES]
+                for device, batch in devices for mode in modes]
     results = {"quick": args.quick, "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": rows}
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "results": rows, "skipped": skipped}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "encoder_step.json").write_text(json.dumps(results, indent=2) + "\n")
