@@ -120,8 +120,18 @@ class ASDMethod(L.LightningModule):
         return self.test_step(batch, batch_idx)
 
     def optimizer_params(self) -> list:
-        """What the optimiser gets: the trainable parameters (or parameter groups)."""
-        return [p for p in self.parameters() if p.requires_grad]
+        """What the optimiser gets: the trainable parameters, or parameter groups when a submodule
+        sets its own rates (``parameter_groups(lr)``: a pre-trained encoder's layer-wise rates)."""
+        grouped = [m for m in self.children() if callable(getattr(m, "parameter_groups", None))]
+        if not grouped:
+            return [p for p in self.parameters() if p.requires_grad]
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if lr is None:
+            raise ValueError("layer-wise learning rates need model.optimizer.lr")
+        groups = [g for m in grouped for g in m.parameter_groups(lr)]
+        seen = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
