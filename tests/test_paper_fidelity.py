@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from asd_lightning.scoring import aggregate_segments
+from conftest import make_2022
 from test_train import CONF, compose_train
 
 TABLE_I = {"fan": ("GMMInlier", 16), "gearbox": ("GMMInlier", 64), "pump": ("GMMInlier", 2),
@@ -68,3 +69,30 @@ def test_two_bce_experiments_default_to_the_authors_aggregation(tmp_path: Path) 
         cfg = compose_train([f"experiment=two_bce/{machine}"], tmp_path)
         assert cfg.callbacks.inlier.aggregation == ("mean_below_median" if kind == "GMMInlier" else "mean")
     assert compose_train(["experiment=two_bce"], tmp_path).callbacks.inlier.aggregation == "mean_below_median"
+
+
+@pytest.mark.parametrize("experiment", ["dgmix_pretrain", "vicreg_pretrain"])
+def test_pre_training_epoch_covers_every_window_of_every_clip(experiment: str, tmp_path: Path) -> None:
+    """22 fan clips of 1 s, 16-frame windows every 4 frames: 12 windows per clip, 264 in all; pair
+    batches of 5 leave 4 over, which the epoch keeps (the paper trains on all the data)."""
+    root = make_2022(tmp_path / "d", machines=("fan",), sections=(0, 1), n_train=10, n_test=1, seconds=1.0)
+    cfg = compose_train([f"experiment={experiment}", f"data.root={root}", "data.machine_types=[fan]",
+                         f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "data.progress=false",
+                         "data.features.n_fft=512", "data.features.hop_length=256", "data.features.n_mels=32",
+                         "data.train_crop.frames=16", "data.train_crop.hop=4", "data.batch_size=5"], tmp_path)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    clips = len(dm.clips[dm.clips["split"] == "train"])
+    assert clips == 22 and len(dm.rows("val")) == 0
+    batches = list(dm.train_dataloader())
+    first = [i for b in batches for i in b["clip_id"][: len(b["clip_id"]) // 2].tolist()]
+    assert len(first) == clips * 12  # every window once as X (within one batch: none left over)
+    assert sorted(set(first)) == sorted(dm.rows("train").tolist()) and len(batches) == 53
+
+
+def test_pair_batches_without_drop_last_keep_every_item_and_no_branch_of_one() -> None:
+    from asd_lightning.data.samplers import SameMachinePairBatchSampler
+    sampler = SameMachinePairBatchSampler(np.array([0] * 11 + [1] * 3), pairs=5, seed=0, drop_last=False)
+    sizes = sorted(len(b) for b in sampler)  # 11 = 5 + 6 (the lone 11th joins a batch), 3 = one partial batch
+    assert sizes == [6, 10, 12] and len(sampler) == 3
+    assert sorted(i for b in sampler for i in b[: len(b) // 2]) == list(range(14))

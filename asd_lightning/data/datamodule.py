@@ -78,6 +78,9 @@ class DCASEDataModule(L.LightningDataModule):
             clips need the ground truth for their domain).
         val_fraction: share of training clips held out for validation, stratified by
             machine type, section and domain.
+        drop_last: the ``same_machine_pairs`` and ``target_vs_outliers`` samplers leave out an
+            epoch's partial batch; ``False`` trains on every item (self-supervised pre-training
+            on all the data).
         batch_size / eval_batch_size: crops per training batch (pairs per batch for
             ``same_machine_pairs``, i.e. the ``N`` of each DG-Mix branch) / whole clips per
             test batch.
@@ -113,6 +116,7 @@ class DCASEDataModule(L.LightningDataModule):
         train_domains: Sequence[str] = ("source", "target"),
         test_domains: Sequence[str] | None = None,
         val_fraction: float = 0.1,
+        drop_last: bool = True,
         batch_size: int = 32,
         eval_batch_size: int = 8,
         num_workers: int = 0,
@@ -148,6 +152,7 @@ class DCASEDataModule(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
+        self.drop_last = bool(drop_last)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -373,12 +378,12 @@ class DCASEDataModule(L.LightningDataModule):
         themselves under DDP: ``use_distributed_sampler: false``)."""
         if self.sampler == "same_machine_pairs":  # batch_size pairs, i.e. N per branch
             return SameMachinePairBatchSampler(self.table.meta["machine"].numpy()[dataset.rows], self.batch_size,
-                                               self.seed)
+                                               self.seed, drop_last=self.drop_last)
         if self.sampler == "balanced_classes":
             return ClassBalancedBatchSampler(self.table.meta["class"].numpy()[dataset.rows], self.batch_size, self.seed)
         if self.sampler == "target_vs_outliers":
             return OutlierExposureBatchSampler(self.table.meta["is_target"].numpy()[dataset.rows], self.batch_size,
-                                               self.seed)
+                                               self.seed, drop_last=self.drop_last)
         return ShuffledBatchSampler(len(dataset), self.batch_size, self.seed)
 
     def train_dataloader(self) -> DataLoader:
