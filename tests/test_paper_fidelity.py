@@ -96,3 +96,37 @@ def test_pair_batches_without_drop_last_keep_every_item_and_no_branch_of_one() -
     sizes = sorted(len(b) for b in sampler)  # 11 = 5 + 6 (the lone 11th joins a batch), 3 = one partial batch
     assert sizes == [6, 10, 12] and len(sampler) == 3
     assert sorted(i for b in sampler for i in b[: len(b) // 2]) == list(range(14))
+
+
+def _clean_branch(model, features: torch.Tensor, other, joint: bool) -> torch.Tensor:
+    """The first branch's output in train mode next to a second branch: ``other`` (pre-training)
+    or, for fine-tuning, the windows mixed with their neighbours at rate ``other``."""
+    from asd_lightning.models.dg_mix import SectionIDFinetune
+    model.hparams.joint_branches = joint
+    model.train()
+    if not isinstance(model, SectionIDFinetune):
+        return model.project(features, other)[0]
+    seen = []
+    handle = model.encoder.register_forward_hook(lambda module, inputs, out: seen.append(out.detach()))
+    n = len(features)
+    model.losses(features, torch.zeros(n, dtype=torch.long), lam=torch.full((n,), other),
+                 partner=torch.arange(n).roll(1))
+    handle.remove()
+    return seen[0][:n]
+
+
+@pytest.mark.parametrize("method", ["DGMixPretrain", "VICRegPretrain", "SectionIDFinetune"])
+def test_a_branch_is_normalised_by_its_own_batch_statistics(method: str) -> None:
+    from asd_lightning.models import dg_mix
+    torch.manual_seed(0)
+    model = getattr(dg_mix, method)(**({"num_classes": 2} if method == "SectionIDFinetune" else {}))
+    x = torch.randn(4, 1, 128, 64)
+    others = (torch.randn(4, 1, 128, 64), 10 + 5 * torch.randn(4, 1, 128, 64))
+    if method == "SectionIDFinetune":
+        x = torch.cat([x, others[1]])  # mixing rates 0.9 and 0.5 of quiet and loud windows
+        others = (0.9, 0.5)
+    with torch.no_grad():
+        own = [_clean_branch(model, x, other, joint=False) for other in others]
+        pooled = [_clean_branch(model, x, other, joint=True) for other in others]
+    assert torch.allclose(own[0], own[1], atol=1e-5)  # default: X's output ignores the other branch
+    assert not torch.allclose(pooled[0], pooled[1], atol=1e-3)  # joint_branches: pooled statistics
