@@ -130,3 +130,40 @@ def test_a_branch_is_normalised_by_its_own_batch_statistics(method: str) -> None
         pooled = [_clean_branch(model, x, other, joint=True) for other in others]
     assert torch.allclose(own[0], own[1], atol=1e-5)  # default: X's output ignores the other branch
     assert not torch.allclose(pooled[0], pooled[1], atol=1e-3)  # joint_branches: pooled statistics
+
+
+def test_margin_recipe_follows_the_authors_code(tmp_path: Path) -> None:
+    from asd_lightning.models.components.adaproj import AdaProj
+    from asd_lightning.models.components.sub_cluster_adacos import SubClusterAdaCos
+    from test_margin_classifier import small_encoder
+    from asd_lightning.models.margin_classifier import MarginClassifier
+    loss = lambda embedding_dim, num_classes: SubClusterAdaCos(embedding_dim, num_classes, n_subclusters=2)
+    # labels: max(λ y, (1 − λ) y′) (authors) or λ y + (1 − λ) y′ (blend); λ = 0.7, partner reversed
+    y = torch.eye(3)[[0, 1, 0]]
+    for rule, expected in (("max", [[0.7, 0.0, 0.0], [0.0, 0.7, 0.0], [0.7, 0.0, 0.0]]),
+                           ("blend", [[1.0, 0.0, 0.0], [0.0, 0.7, 0.0], [1.0, 0.0, 0.0]])):
+        model = MarginClassifier(small_encoder(), loss, num_classes=3, mixup_labels=rule)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(torch, "randperm", lambda n, device=None: torch.arange(n).flip(0))
+            patch.setattr("asd_lightning.models.margin_classifier.beta_lambdas", lambda n, a, d: torch.full((n,), 0.7))
+            _, mixed = model.mixed(torch.zeros(3, 1, 1, 4), y)
+        expected = torch.tensor(expected)
+        expected[1, 1] = 0.7 if rule == "max" else 1.0  # sample 1 is its own partner (the middle of 3)
+        assert torch.allclose(mixed, expected), rule
+    # weight decay on convolution / dense kernels only, never on batch-norm parameters
+    cfg = compose_train(["experiment=sc_adacos"], tmp_path)
+    model = MarginClassifier(small_encoder(), loss, num_classes=3)
+    optimizer = instantiate(cfg.model.optimizer)(params=model.optimizer_params())
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    norms = [p for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for p in m.parameters()]
+    assert norms and all(decay[id(p)] == 0.0 for p in norms)
+    kernels = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Linear))]
+    assert kernels and all(decay[id(p)] == 2e-5 for p in kernels)
+    # AdaProj as the authors: normalised, not orthogonalised vectors; cosine to the normalised W^T W x
+    adaproj = compose_train(["experiment=adaproj"], tmp_path).model.loss
+    assert (adaproj.subspace_dim, adaproj.orthonormal) == (16, False)
+    raw = AdaProj(embedding_dim=3, num_classes=3, subspace_dim=2, orthonormal=False)
+    assert torch.allclose(raw.bases.norm(dim=2), torch.ones(3, 2))
+    raw.bases.copy_(torch.tensor([[[1.0, 0, 0], [2 ** -0.5, 2 ** -0.5, 0]]] * 3))
+    # x = e2: W x = (0, 1/√2), W^T W x = (1/2, 1/2, 0), cos = (1/2) / (1/√2) = 1/√2; exact projection: 1
+    assert torch.allclose(raw.cosines(torch.tensor([[0.0, 1.0, 0.0]])), torch.full((1, 3, 1), 2 ** -0.5))
