@@ -167,3 +167,12 @@ def test_margin_recipe_follows_the_authors_code(tmp_path: Path) -> None:
     raw.bases.copy_(torch.tensor([[[1.0, 0, 0], [2 ** -0.5, 2 ** -0.5, 0]]] * 3))
     # x = e2: W x = (0, 1/√2), W^T W x = (1/2, 1/2, 0), cos = (1/2) / (1/√2) = 1/√2; exact projection: 1
     assert torch.allclose(raw.cosines(torch.tensor([[0.0, 1.0, 0.0]])), torch.full((1, 3, 1), 2 ** -0.5))
+
+
+def test_dg_mix_experiments_read_the_raw_waveform(tmp_path: Path) -> None:
+    for experiment in ("dgmix_scratch", "dgmix_finetune", "dgmix_pretrain", "vicreg_pretrain", "vicreg_finetune",
+                       "mobilenetv2_baseline"):
+        cfg = compose_train([f"experiment={experiment}"], tmp_path)
+        assert cfg.data.amplitude_norm is False, experiment
+        if "pretrain" in experiment:
+            assert (cfg.data.val_fraction, cfg.data.drop_last, cfg.model.joint_branches) == (0.0, False, False)
