@@ -176,3 +176,20 @@ def test_dg_mix_experiments_read_the_raw_waveform(tmp_path: Path) -> None:
         assert cfg.data.amplitude_norm is False, experiment
         if "pretrain" in experiment:
             assert (cfg.data.val_fraction, cfg.data.drop_last, cfg.model.joint_branches) == (0.0, False, False)
+
+
+def test_two_bce_offers_the_authors_inlier_input() -> None:
+    from test_two_bce import tiny_model
+    torch.manual_seed(0)
+    model = tiny_model(inlier_input="authors").eval()
+    features = torch.randn(5, 1, 32, 16)
+    with torch.no_grad():
+        e = model.encoder(features)
+        machine, product = model.heads(e)
+        rows = model.embed(features)
+    d, k = e.shape[1], product.shape[1]
+    assert rows.shape == (5, 1 + 1 + k + d)  # DCASE 2021: 1 + 1 + 6 + 128 = 136
+    assert torch.allclose(rows[:, 0], machine) and torch.allclose(rows[:, 1], e.norm(dim=1) / d)
+    assert torch.allclose(rows[:, 2:2 + k], product) and torch.allclose(rows[:, 2 + k:], e)
+    with pytest.raises(ValueError, match="inlier_input"):
+        tiny_model(inlier_input="logits")
