@@ -127,7 +127,8 @@ class InlierModelCallback(OfficialScores):
         standardize: centre and scale every embedding dimension by the section's fit clips
             before the models see them (the training-free floor's statistics need it).
         aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
-            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
+            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``,
+            ``mean_below_median``.
         zscore: standardise scores per section by the fit clips' scores.
         threshold_folds: the fit clips' own scores (for the decision thresholds and the
             z-score) come from models fitted without them, in this many folds of whole clips.

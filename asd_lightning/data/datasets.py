@@ -50,14 +50,22 @@ class CropDataset(Dataset):
       positions fixed per item from ``seed`` (``random=False``, validation, so validation losses
       are comparable).
 
+    ``context_samples``: each crop also carries that many samples of the clip on either side
+    (reflected at the clip's ends, as a centred STFT of the whole clip pads it), so that a
+    centred spectrogram of the crop, less its context frames, has exactly the frames of the
+    whole clip's spectrogram at that place (``per_clip="all"`` windows; see
+    :attr:`~asd_lightning.data.datamodule.DCASEDataModule.crop_context_frames`).
+
     Random positions are drawn per batch from ``(seed, epoch, batch number)``, the key the
     training batch samplers attach (:class:`~asd_lightning.data.samplers.KeyedBatch`), so they
     do not depend on the loader workers; a batch without a key draws from torch's RNG.
     """
 
     def __init__(self, table: ClipTable, rows: np.ndarray, crop_samples: int, random: bool = True,
-                 seed: int = 0, per_clip: int | str = 1, hop_samples: int | None = None) -> None:
+                 seed: int = 0, per_clip: int | str = 1, hop_samples: int | None = None,
+                 context_samples: int = 0) -> None:
         self.table = table
+        self.context = int(context_samples)
         self.clip_rows = np.asarray(rows, dtype=np.int64)
         self.crop_samples = int(crop_samples)
         self.seed = seed
@@ -101,12 +109,23 @@ class CropDataset(Dataset):
         items = np.asarray(items, dtype=np.int64)
         rows = self.rows[items]
         starts = self._starts(items, rows, key)
-        wave = np.stack([self.table.crop(r, s, self.crop_samples) for r, s in zip(rows.tolist(), starts.tolist())])
+        wave = np.stack([self._read(r, s) for r, s in zip(rows.tolist(), starts.tolist())])
         index = torch.from_numpy(rows)
         return {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
+
+    def _read(self, row: int, start: int) -> np.ndarray:
+        """The crop at ``start`` with ``context`` samples either side, reflected beyond the clip."""
+        if not self.context:
+            return self.table.crop(row, start, self.crop_samples)
+        n, c = int(self.table.lengths[row]), self.context
+        if n <= self.crop_samples:  # a clip shorter than the crop wraps around (AudioCache.crop)
+            return np.pad(self.table.crop(row, start, self.crop_samples), c, mode="reflect")
+        lo, hi = max(start - c, 0), min(start + self.crop_samples + c, n)
+        return np.pad(self.table.crop(row, lo, hi - lo), (lo - start + c, start + self.crop_samples + c - hi),
+                      mode="reflect")
 
 
 def collate_crops(batch: dict | list[dict]) -> dict[str, torch.Tensor]:
