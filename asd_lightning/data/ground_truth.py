@@ -115,7 +115,7 @@ def _read_full_name(path: Path, line: int, machine: str, name: str, full: str, g
 
 def _read_row(path: Path, line: int, machine: str, row: list[str], gt: GroundTruth) -> None:
     value = row[1].strip()
-    if value.lower().startswith("section_"):
+    if value.lower().startswith("section_") or value.lower().endswith(".wav"):
         _read_full_name(path, line, machine, row[0].strip(), value, gt)
     else:
         gt.labels[(machine, row[0].strip())] = _code(value, LABELS, path, line, "label")
