@@ -165,15 +165,29 @@ def test_synthetic_layout_of_each_year(tmp_path: Path) -> None:
     assert not np.allclose(near, far)
 
 
+def test_asd_synth_year_2026_writes_the_whole_layout(tmp_path: Path) -> None:
+    from asd_lightning.synth.cli import main
+
+    assert main(["--year", "2026", "--out", str(tmp_path / "d"), "--train-clips", "1", "--target-train-clips", "1",
+                 "--test-clips", "1", "--seconds", "0.2"]) == 0
+    root = tmp_path / "d"
+    assert sorted(p.name for p in (root / "dev_data").iterdir()) == ["fan", "gearboxEmu", "valveEmu"]
+    assert {p.name[:10] for p in (root / "dev_data/fan/test").iterdir()} == {"section_00"}
+    assert sorted(p.name for p in (root / "eval_data/fan/test").iterdir())[0] == "section_01_0000.wav"
+    assert sf.info(next((root / "eval_data/fan/test").iterdir())).channels == 2
+    index = build_clip_index(root, 2026, ground_truth=root / "ground_truth")
+    assert (index["label"] != "unknown").all() and (index["domain"] != "unknown").all()
+    with pytest.raises(SystemExit):
+        main(["--year", "2019", "--out", str(tmp_path / "x")])
+
+
 def test_far_channel_is_the_near_one_through_a_room_plus_noise() -> None:
-    rng = np.random.default_rng(0)
     t = np.arange(16000) / 16000
     near = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)
     far = far_channel(near, np.random.default_rng(1), 16000)
     spectrum = np.abs(np.fft.rfft(far[0]))
     assert spectrum.argmax() == 440  # the machine's tone survives the room
     assert np.abs(far).max() <= 0.98 and not np.allclose(far[0] / far[0].std(), near[0] / near[0].std(), atol=0.1)
-    del rng
 
 
 # ---------------------------------------------------------------- channels

@@ -46,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--supplemental-clips", type=int, metavar="N",
                    help=f"2025: clean machine and noise-only clips per machine type (default {d.supplemental_clips})")
     p.add_argument("--sections", nargs="+", type=int, metavar="N",
-                   help=f"development sections (default {' '.join(map(str, d.dev_sections))})")
+                   help=f"development sections (default {' '.join(map(str, d.dev_sections))}; 2023 on: 0)")
     p.add_argument("--eval-sections", nargs="*", type=int, metavar="N",
                    help="evaluation sections, none for no evaluation data "
-                        f"(default {' '.join(map(str, d.eval_sections))})")
+                        f"(default {' '.join(map(str, d.eval_sections))}; 2023 on: 1)")
     p.add_argument("--train-clips", type=int, metavar="N",
                    help=f"source-domain training clips per section (default {d.source_train_clips})")
     p.add_argument("--target-train-clips", type=int, metavar="N",

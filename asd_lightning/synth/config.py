@@ -31,8 +31,8 @@ class SynthConfig:
 
     year: int = 2022                      # 2021 or 2022 layout; 2023-2026 use the 2022 layout
     machine_types: tuple[str, ...] | None = None  # None: fan, gearbox, valve (2026: gearboxEmu, valveEmu)
-    dev_sections: tuple[int, ...] = (0, 1, 2)
-    eval_sections: tuple[int, ...] = (3,)  # empty: no evaluation data / ground truth
+    dev_sections: tuple[int, ...] | None = None   # None: 00-02 (2021, 2022); 00 (2023 on, one section)
+    eval_sections: tuple[int, ...] | None = None  # None: 03; 01 from 2023 on; empty: no evaluation data
     source_train_clips: int = 24          # per section
     target_train_clips: int = 3           # per section (DCASE: 990 source vs 10 target)
     test_clips: int = 8                   # per (section, domain, label)
@@ -46,6 +46,11 @@ class SynthConfig:
     def __post_init__(self):
         if self.machine_types is None:
             object.__setattr__(self, "machine_types", default_machine_types(int(self.year)))
+        one_section = int(self.year) >= 2023  # 2023 on: section 00 per machine type
+        if self.dev_sections is None:
+            object.__setattr__(self, "dev_sections", (0,) if one_section else (0, 1, 2))
+        if self.eval_sections is None:
+            object.__setattr__(self, "eval_sections", (1,) if one_section else (3,))
         for name in ("machine_types", "dev_sections", "eval_sections"):
             value = getattr(self, name)
             if isinstance(value, (str, int)):
