@@ -278,6 +278,7 @@ def test_two_channels_through_a_trainer(stereo_root: Path, tmp_path: Path) -> No
     assert all(s[1][:2] == (4, 2) for s in paired.seen if s[0] == "train")
     assert all(s[1][:2] == (4, 2) for s in paired.seen if s[0] == "embed")
 
+    assert stereo_module(stereo_root, tmp_path, decode={"channel": "mean"}).channel_names == ["mean"]
     with pytest.raises(ValueError, match="data.channels must be one of near, far or both"):
         stereo_module(stereo_root, tmp_path, channels="left")
     with pytest.raises(ValueError, match="DCASE 2025 files have no named channels"):

@@ -114,8 +114,8 @@ class DCASEDataModule(L.LightningDataModule):
         synthetic: settings for :func:`asd_lightning.synth.write_synthetic_dataset`; when set
             and ``root`` does not hold that dataset complete, it is written there first.
         channels: a channel name of the year's files (2026: ``near``, the default as in the
-            official baseline, or ``far``) or ``both``; None = the year's default channel, or
-            ``decode.channel`` for data without named channels.
+            official baseline, or ``far``) or ``both``; None = ``decode.channel`` where it is set
+            (not ``first``), else the year's default channel (mono years: ``decode.channel``).
         supplemental: use of the supplemental recordings (2025): ``noise_snr_db: [lo, hi]``
             mixes a noise-only clip of the crop's machine type into each training crop at an SNR
             drawn uniformly from that range (with probability ``noise_prob``, default 1), on the
@@ -216,7 +216,7 @@ class DCASEDataModule(L.LightningDataModule):
         """Channel names and the decode options of each (one cache per channel)."""
         facts = year_facts(self.year)
         name = channels or facts.default_channel
-        if name is None:
+        if name is None or (channels is None and self.decode_options.channel != "first"):  # decode.channel set
             return [str(self.decode_options.channel)], [self.decode_options]
         if not facts.channels:
             raise ValueError(f"data.channels={name}: the DCASE {self.year} files have no named channels (2026 "
