@@ -311,6 +311,10 @@ def test_supplemental_split_and_noise_mixing_through_a_trainer(supplemental_root
     ratio = added.pow(2).mean(dim=1).sqrt() / clean.pow(2).mean(dim=1).sqrt()
     assert torch.allclose(ratio, torch.full_like(ratio, 10 ** (-6 / 20)), rtol=1e-3)
     assert torch.equal(mixed, again.waves[0])  # drawn from (seed, epoch, batch): reproducible
+    never = ShapeProbe()
+    fit_and_test(never, stereo_module(supplemental_root, tmp_path, year=2025,
+                                      supplemental={"noise_snr_db": [6, 6], "noise_prob": 0.0}), tmp_path)
+    assert torch.equal(never.waves[0], clean)
     # validation and test clips stay clean
     scored = [o for o in noisy_model.test_out]
     assert sum(len(o["clip_id"]) for o in scored) == (plain.clips["split"] == "test").sum()

@@ -523,24 +523,22 @@ class DCASEDataModule(L.LightningDataModule):
         low, high = (float(v) for v in self.supplemental["noise_snr_db"])
         prob = float(self.supplemental.get("noise_prob", 1.0))
         rng = np.random.default_rng((self.seed, NOISE_STREAM, *key.tolist()))
-        pool = list(self.noise_bank)
-        out = wave.clone()
+        pool = sorted(self.noise_bank)
         length = wave.shape[-1]
-        for b, m in enumerate(machine.tolist()):
-            snr, use = rng.uniform(low, high), rng.random() < prob
-            bank = self.noise_bank.get(m, self.noise_bank[pool[int(rng.integers(len(pool)))]])
-            clip = int(rng.integers(len(bank)))
-            start = int(rng.integers(max(bank.shape[-1] - length, 0) + 1))
-            if not use:
-                continue
-            noise = bank[clip][..., start:start + length]
-            if noise.shape[-1] < length:  # short noise clips wrap around
-                reps = -(-length // noise.shape[-1])
-                noise = noise.repeat(*([1] * (noise.dim() - 1)), reps)[..., :length]
-            noise = self.normalize(noise.to(wave.device)[None], machine[b:b + 1])[0]
-            scale = wave[b].pow(2).mean().sqrt() / noise.pow(2).mean().sqrt().clamp_min(1e-8)
-            out[b] = wave[b] + noise * scale * 10.0 ** (-snr / 20.0)
-        return out
+        crops = []
+        for m in machine.tolist():  # a machine type without noise clips borrows another's
+            bank = self.noise_bank[m] if m in self.noise_bank else self.noise_bank[pool[int(rng.integers(len(pool)))]]
+            clip = bank[int(rng.integers(len(bank)))]
+            start = int(rng.integers(max(clip.shape[-1] - length, 0) + 1))
+            reps = -(-(start + length) // clip.shape[-1])  # short noise clips wrap around
+            crops.append(clip.repeat(*([1] * (clip.dim() - 1)), reps)[..., start:start + length])
+        snr = torch.from_numpy(rng.uniform(low, high, len(crops))).float()
+        use = torch.from_numpy(rng.random(len(crops)) < prob).float()
+        noise = self.normalize(torch.stack(crops).to(wave.device), machine)
+        dims = tuple(range(1, wave.dim()))
+        rms = lambda x: x.pow(2).mean(dim=dims).sqrt()  # noqa: E731
+        gain = (use * 10.0 ** (-snr / 20.0)).to(wave.device) * rms(wave) / rms(noise).clamp_min(1e-8)
+        return wave + noise * gain.view(-1, *([1] * (wave.dim() - 1)))
 
     def _model_channel_mode(self) -> str:
         model = self.trainer.lightning_module if self.trainer is not None else None
