@@ -101,8 +101,9 @@ def split_folders(year: int) -> dict[str, str]:
 def parse_attributes(attribute_string: str) -> dict[str, str]:
     """Turn ``k1_v1_k2_v2`` tokens into a dict; odd token lists are kept whole under ``tokens``.
 
-    ``noAttribute`` (DCASE 2024) and the empty string (``..._0000_.wav``, 2025 on) give an empty dict. 2021 names carry free tokens, which
-    are therefore also stored under ``tokens`` when they do not pair up.
+    ``noAttribute`` (DCASE 2024) and the empty string (``..._0000_.wav``, 2025 on) give an
+    empty dict. 2021 names carry free tokens, which are therefore also stored under ``tokens``
+    when they do not pair up.
     """
     if not attribute_string or attribute_string == "noAttribute":
         return {}

@@ -301,7 +301,8 @@ class DCASEDataModule(L.LightningDataModule):
         extra = extra[extra["kind"].isin(wanted)].copy()
         if "noise" in wanted and not (extra["kind"] == "noise").any():
             raise ValueError(f"data.supplemental.noise_snr_db is set but there are no noise-only clips "
-                             f"(<machine>/supplemental/section_XX_noise_NNNN_.wav) for {self.machine_types} under {self.root}")
+                             f"(<machine>/supplemental/section_XX_noise_NNNN_.wav) for {self.machine_types} "
+                             f"under {self.root}")
         machine_rows = extra["kind"] == "machine"  # clean machine clips train as source-domain normals
         extra.loc[machine_rows, ["split", "domain", "label"]] = ["train", "source", "normal"]
         return pd.concat([target_train, outlier_train, test, extra], ignore_index=True)
