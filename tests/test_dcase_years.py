@@ -325,6 +325,10 @@ def test_supplemental_split_and_noise_mixing_through_a_trainer(supplemental_root
     extra = machine.clips[machine.clips["kind"] == "machine"]
     assert len(extra) == 2 and set(extra["subset"]) == {"train"} and set(extra["domain"]) == {"source"}
     assert ("fan", 0, "") in machine.label_classes  # their own class under attribute labels
+    with pytest.raises(ValueError, match="no noise-only clips"):
+        stereo_module(supplemental_root, tmp_path, year=2024, supplemental={"noise_snr_db": [0, 5]}).setup()
+    with pytest.raises(ValueError, match="data.supplemental takes machine_clips, noise_prob, noise_snr_db"):
+        stereo_module(supplemental_root, tmp_path, year=2025, supplemental={"snr": [0, 5]})
 
 
 # ---------------------------------------------------------------- end to end

@@ -48,8 +48,8 @@ class DecodeOptions:
 
     @property
     def channel_index(self) -> int | None:
-        """The channel kept: its index (``first`` = 0), None for ``mean``/``error``."""
-        return 0 if self.channel == "first" else self.channel if isinstance(self.channel, int) else None
+        """The channel kept: its index (``first``, and ``error`` on a mono file: 0), None for ``mean``."""
+        return self.channel if isinstance(self.channel, int) else None if self.channel == "mean" else 0
 
     def to_dict(self) -> dict:
         """Plain dict, part of the cache key."""
