@@ -181,6 +181,14 @@ def test_asd_synth_year_2026_writes_the_whole_layout(tmp_path: Path) -> None:
         main(["--year", "2019", "--out", str(tmp_path / "x")])
 
 
+def test_synth_defaults_follow_the_year() -> None:
+    config = SynthConfig().replace(year=2026)  # what data=synthetic data.year=2026 asks for
+    assert config.machine_types == ("fan", "gearboxEmu", "valveEmu") and config.dev_sections == (0,)
+    assert config.eval_sections == (1,)
+    kept = SynthConfig(machine_types=("fan",), dev_sections=(0, 1)).replace(year=2024)
+    assert kept.machine_types == ("fan",) and kept.dev_sections == (0, 1)
+
+
 def test_far_channel_is_the_near_one_through_a_room_plus_noise() -> None:
     t = np.arange(16000) / 16000
     near = (0.3 * np.sin(2 * np.pi * 440 * t))[None].astype(np.float32)

@@ -112,6 +112,11 @@ class SynthConfig:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
             raise TypeError(f"unknown SynthConfig field(s): {', '.join(sorted(unknown))}")
+        if "year" in overrides:  # fields at the old year's defaults take the new year's defaults
+            old = type(self)(year=self.year)
+            for name in ("machine_types", "dev_sections", "eval_sections"):
+                if name not in overrides and getattr(self, name) == getattr(old, name):
+                    overrides[name] = None
         return dataclasses.replace(self, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
