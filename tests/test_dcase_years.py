@@ -185,8 +185,8 @@ def test_synth_defaults_follow_the_year() -> None:
     config = SynthConfig().replace(year=2026)  # what data=synthetic data.year=2026 asks for
     assert config.machine_types == ("fan", "gearboxEmu", "valveEmu") and config.dev_sections == (0,)
     assert config.eval_sections == (1,)
-    kept = SynthConfig(machine_types=("fan",), dev_sections=(0, 1)).replace(year=2024)
-    assert kept.machine_types == ("fan",) and kept.dev_sections == (0, 1)
+    kept = SynthConfig(machine_types=("fan",), dev_sections=(0, 2)).replace(year=2024)
+    assert kept.machine_types == ("fan",) and kept.dev_sections == (0, 2) and kept.eval_sections == (1,)
 
 
 def test_far_channel_is_the_near_one_through_a_room_plus_noise() -> None:
