@@ -219,7 +219,10 @@ class InlierModelCallback(OfficialScores):
         pl_module.log("test/inlier_small_fit_sets", float(small), rank_zero_only=True)
         if trainer.is_global_zero and len(self.sizing):
             self.sizing.to_csv(self.output_dir / "inlier_models.csv", index=False)
-        if self.bundle_dir is not None and trainer.is_global_zero:
+        if self.bundle_dir is not None and trainer.is_global_zero and getattr(datamodule, "num_channels", 1) > 1:
+            log.warning("no model bundles written: asd-score decodes one channel, this run embeds %d "
+                        "(data.channels=both)", datamodule.num_channels)
+        elif self.bundle_dir is not None and trainer.is_global_zero:
             for machine in datamodule.machine_types:
                 path = self.write_bundle(datamodule, pl_module, machine)
                 log.info("model bundle for %s written to %s", machine, path.resolve())

@@ -50,7 +50,7 @@ def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.Dat
     ids, scores = [], []
     for batch in clip_batches(pl_module, datamodule, subset):
         ids.append(batch["clip_id"].cpu())
-        scores.append(pl_module.clip_scores(batch).float().cpu())
+        scores.append(pl_module.channel_clip_scores(batch).float().cpu())
     ids = gather_objects(torch.cat(ids).tolist() if ids else [])
     scores = gather_objects(torch.cat(scores).tolist() if scores else [])
     return pd.DataFrame({"clip_id": ids, "score": scores}).drop_duplicates("clip_id")

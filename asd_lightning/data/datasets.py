@@ -21,24 +21,34 @@ META_COLUMNS = ("clip_id", "machine", "section", "class", "domain", "label", "is
 
 
 class ClipTable:
-    """Integer metadata of every clip plus where its samples live (cache, row)."""
+    """Integer metadata of every clip plus where its samples live (cache, row).
 
-    def __init__(self, meta: dict[str, np.ndarray], caches: list[AudioCache], cache_id: np.ndarray,
+    A cache may be a tuple of caches, one per channel (the same files decoded with another
+    channel, e.g. DCASE 2026's near and far microphones): crops and waveforms are then
+    ``[channels, samples]`` instead of ``[samples]``.
+    """
+
+    def __init__(self, meta: dict[str, np.ndarray], caches: list, cache_id: np.ndarray,
                  cache_row: np.ndarray) -> None:
         self.meta = {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in meta.items()}
-        self.caches = caches
+        self.caches = [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in caches]
+        self.channels = len(self.caches[0]) if self.caches else 1
         self.cache_id = cache_id
         self.cache_row = cache_row
-        self.lengths = np.array([caches[c].lengths[r] for c, r in zip(cache_id, cache_row)], dtype=np.int64)
+        self.lengths = np.array([self.caches[c][0].lengths[r] for c, r in zip(cache_id, cache_row)], dtype=np.int64)
 
     def item_meta(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.meta.items()}
 
+    def _read(self, i: int, read) -> np.ndarray:
+        parts = [read(cache, int(self.cache_row[i])) for cache in self.caches[self.cache_id[i]]]
+        return parts[0] if len(parts) == 1 else np.stack(parts)
+
     def crop(self, i: int, start: int, length: int) -> np.ndarray:
-        return self.caches[self.cache_id[i]].crop(int(self.cache_row[i]), start, length)
+        return self._read(i, lambda cache, row: cache.crop(row, start, length))
 
     def waveform(self, i: int) -> np.ndarray:
-        return self.caches[self.cache_id[i]].waveform(int(self.cache_row[i]))
+        return self._read(i, lambda cache, row: cache.waveform(row))
 
 
 class CropDataset(Dataset):
@@ -111,7 +121,10 @@ class CropDataset(Dataset):
         starts = self._starts(items, rows, key)
         wave = np.stack([self._read(r, s) for r, s in zip(rows.tolist(), starts.tolist())])
         index = torch.from_numpy(rows)
-        return {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
+        batch = {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
+        if key is not None:  # the batch's random key, for draws on the device (noise mixing)
+            batch["key"] = torch.tensor([int(k) for k in key], dtype=torch.int64)
+        return batch
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
