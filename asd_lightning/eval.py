@@ -15,17 +15,18 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from asd_lightning.train import hydra_main, train
+from asd_lightning.utils.errors import MissingFileError, UserError
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     """Check ``cfg.ckpt_path`` and run the test loop on it; returns the logged metrics."""
     if not cfg.get("ckpt_path"):
-        raise ValueError("asd-eval needs the checkpoint to score: ckpt_path=<run>/checkpoints/last.ckpt")
+        raise UserError("asd-eval needs the checkpoint to score: ckpt_path=<run>/checkpoints/last.ckpt")
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
+        raise MissingFileError(f"checkpoint {ckpt} does not exist (set ckpt_path=...)")
     if cfg.get("train"):
-        raise ValueError("asd-eval never trains: leave train=false")
+        raise UserError("asd-eval never trains: leave train=false")
     # by design the training run's ModelCheckpoint is not rebuilt: its state is not wanted here
     warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint need to be provided")
     return train(cfg)

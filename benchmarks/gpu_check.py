@@ -14,6 +14,8 @@ steps, and a method comparison at a fixed GPU budget. Run through ``benchmarks/g
    two-BCE, one model per machine type, each method trained for ``--minutes`` in all (epochs
    sized from its measured throughput, ``trainer.max_time`` as a cap), then scored: official
    score, AUC source / target and pAUC.
+5. **Pre-trained encoder step** (``benchmarks/encoder_step.py``): a BEATs-size (90 M) training
+   step's clips/s and peak memory with LoRA, full fine-tuning and gradient checkpointing.
 
 Everything goes to ``--out`` (``$OUT`` when set): ``gpu_check.json``, ``gpu_check.md`` and one
 profiler trace (``trace_dgmix_pretrain.json.gz``), at most 8 files. ``--quick`` runs every part
@@ -260,7 +262,26 @@ def markdown(results: dict[str, Any]) -> str:
     for name, prof in results["profile"].items():
         ops = "; ".join(f"{o['name']} {o['ms']:.1f} ms" for o in prof.get("top_ops", [])[:6])
         lines.append(f"- {name}: {ops}")
+    rows = results.get("encoder_step", {}).get("results", [])
+    if rows:
+        lines += ["", "## BEATs-size training step (10 s clips)", "", "| device | mode | batch | clips/s | peak MiB |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['mode']} | {r['batch']} | {r['clips_per_second']:.2f} | {r['peak_memory_mib']:.0f} |"
+                  for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def encoder_step(out: Path, quick: bool) -> dict[str, Any]:
+    """A BEATs-size encoder's training step (LoRA, full, full with gradient checkpointing):
+    clips/s and peak memory on the CPU and the GPU (``benchmarks/encoder_step.py``)."""
+    spec = importlib.util.spec_from_file_location("asd_encoder_step", ROOT / "benchmarks" / "encoder_step.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    try:
+        return module.main(["--out", str(out)] + (["--quick"] if quick else []))
+    except Exception as error:  # noqa: BLE001 (one part failing must not lose the others' results)
+        print(f"encoder step failed: {error}", file=sys.stderr, flush=True)
+        return {"failed": str(error)[-2000:]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -289,6 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         row, prof = throughput(bench, experiment, batch, extra, work / "throughput", quick, precision, trace)
         results["throughput"][experiment], results["profile"][experiment] = row, prof
         print(f"{experiment}: {row['samples_per_second']} ratio {row['ratio_full_to_model_only']:.2f}", flush=True)
+    results["encoder_step"] = encoder_step(out, quick)
     root = budget_dataset(work, quick)
     seconds = 60 * args.minutes / len(BUDGET_MACHINES)
     rates = {"mobilenetv2_baseline": "mobilenetv2_baseline", "dgmix_scratch": "dgmix_finetune", "two_bce": "two_bce/fan"}

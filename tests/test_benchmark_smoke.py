@@ -94,7 +94,7 @@ def test_gpu_check_quick_mode_writes_every_part(tmp_path: Path) -> None:
     done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--quick", "--workdir", str(tmp_path / "work")],
                           env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.md", "trace_dgmix_pretrain.json.gz"]
+    assert sorted(p.name for p in out.iterdir()) == ["encoder_step.json", "gpu_check.json", "gpu_check.md", "trace_dgmix_pretrain.json.gz"]
     results = json.loads((out / "gpu_check.json").read_text())
     assert results["quick"] and results["environment"]["torch"]
     assert set(results["throughput"]) == {"mobilenetv2_baseline", "dgmix_pretrain", "dgmix_finetune", "two_bce/fan"}
@@ -107,6 +107,9 @@ def test_gpu_check_quick_mode_writes_every_part(tmp_path: Path) -> None:
         assert 0.0 <= row["official_score"] <= 1.0 and set(row["runs"]) == {"fan", "gearbox", "valve"}, name
     table = (out / "gpu_check.md").read_text()
     assert "| dgmix_pretrain |" in table and "| two_bce |" in table
+    steps = results["encoder_step"]["results"]  # the BEATs-size step, tiny in quick mode
+    assert {r["mode"] for r in steps} == {"lora", "full", "full_checkpointed"} and all(r["clips_per_second"] > 0 for r in steps)
+    assert "| cpu | lora |" in table
 
 
 def test_quick_method_table_runs_the_floor_a_trained_method_and_their_fusion(tmp_path: Path) -> None:

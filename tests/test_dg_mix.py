@@ -123,9 +123,10 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
     log = pd.read_csv(next((tmp_path / "pre").rglob("metrics.csv")))
     rates = log.filter(like="lr-LARS").dropna(how="all").iloc[:, 0].to_numpy()
     steps = len(rates)  # every optimiser step over the 5 epochs
-    # an epoch is every window of every training clip: 30 clips (34 minus 2 held out per section)
-    # of 2 s, 32-frame windows 8 frames apart → 4 windows each; 120 windows in batches of 16 pairs
-    assert steps == 5 * (30 * 4 // 16)
+    # an epoch is every window of every training clip: all 34 clips (none held out) of 2 s,
+    # 32-frame windows 8 frames apart → 4 windows each; 136 windows in batches of 16 pairs, the
+    # partial ninth batch kept
+    assert steps == 5 * -(-34 * 4 // 16)
     warm = round(0.1 * steps)  # linear warm-up from 0, then cosine from 0.05 down to 0.002
     assert rates[0] == 0.0 and rates[warm] == pytest.approx(0.05)
     assert np.allclose(rates[:warm], 0.05 * np.arange(warm) / warm)

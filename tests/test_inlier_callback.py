@@ -156,7 +156,9 @@ def test_settings_are_checked() -> None:
 def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: Path) -> None:
     root = make_2022(tmp_path / "data", machines=("fan", "valve"), sections=(0, 1), n_train=6, n_test=2,
                      seconds=2.5, eval_section=3)
-    data = [*local_copy(root, tmp_path), "data.batch_size=8", "experiment=mobilenetv2_baseline"]
+    # the AE baseline's bottleneck codes spread after one epoch; a MobileNetV2 trained one epoch on
+    # these few clips collapses to one point, whose z-scored rounding noise no two runs reproduce
+    data = [*local_copy(root, tmp_path), "data.batch_size=8", "experiment=ae_baseline"]
     cfg = compose_train(data + ["callbacks=inlier", "trainer.max_epochs=1"], tmp_path / "run")
     metrics = train(cfg)
     for name in ("roc", "score_histograms", "embeddings_pca"):  # figures written and non-empty
@@ -180,6 +182,7 @@ def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: P
     assert len(expected) == 2 * 2 * 2 * 2 + 4
     assert (expected["section"] == expected["section_bundle"]).all()
     assert np.allclose(expected["score_bundle"], expected["score"], rtol=1e-4, atol=1e-6)
+    assert expected["score"].std() > 1e3 * 1e-6  # real score differences, not rounding noise
     decisions = pd.read_csv(submission / "decision_result_fan_section_00_test.csv", header=None, names=["file", "d"])
     assert (decisions.merge(bundled, on="file").eval("d == decision")).all()
 
@@ -197,8 +200,6 @@ def test_inlier_callback_end_to_end_then_asd_eval_with_another_model(tmp_path: P
     merged = knn.merge(gmm, on=["machine", "section", "file"], suffixes=("_knn", "_gmm"))
     assert len(merged) == len(knn)
     assert not np.allclose(merged["score_knn"], merged["score_gmm"])
-    # GMM negative log-likelihoods of 1280-d embeddings are far from 1-NN distances
-    assert gmm["score"].abs().max() > 50
 
 
 def test_asd_eval_needs_an_existing_checkpoint(tmp_path: Path) -> None:

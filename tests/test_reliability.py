@@ -10,6 +10,7 @@ CSVs in ``test_evaluate_cli``.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -102,8 +103,8 @@ def reference(tiny_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("reference") / "run"
     code, _, err = finish(start([*TINY_RUN, *tiny_data, f"hydra.run.dir={run}", "ckpt_path=last"], run.parent))
     assert code == 0, err[-3000:]
-    # 2 sections x (anomaly_score, decision_result), thresholds, clip_scores.csv, scores.csv/json
-    assert len(outputs(run)) == 8
+    # 2 sections x (anomaly_score, decision_result), thresholds, clip_scores.csv, scores.csv/json, data.json
+    assert len(outputs(run)) == 9
     return run
 
 
@@ -191,7 +192,7 @@ def test_the_same_seed_twice_gives_identical_submissions(tmp_path: Path) -> None
         train(compose_train(["experiment=ae_baseline", "trainer.max_epochs=2", "data.batch_size=4",
                              *[o for o in local_copy(root, tmp_path, "fan") if not o.startswith("data.ground_truth")]],
                             tmp_path / run))
-    assert len(outputs(tmp_path / "a")) == 6 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
+    assert len(outputs(tmp_path / "a")) == 7 and outputs(tmp_path / "a") == outputs(tmp_path / "b")
 
 
 # ---------------------------------------------------------------- 2. SIGTERM
@@ -442,3 +443,390 @@ def test_asd_evaluate_names_a_missing_score_file_and_never_overwrites_the_runs_t
     assert evaluate_main(args + ["--out", str(tmp_path / "eval")]) == 2
     assert (f"{folder / 'anomaly_score_fan_section_01_test.csv'} is missing (its decision_result file "
             "decision_result_fan_section_01_test.csv is there)") in capsys.readouterr().err
+
+
+# ================================================================ round 2 (issue 21)
+# ---------------------------------------------------------------- 1. results never lost or mixed
+def test_a_run_owns_its_folder_a_second_run_is_refused_and_a_dead_runs_lock_is_taken_over(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=ae_baseline", "seed=1"], tmp_path / "run")
+    overrides = tmp_path / "run" / ".hydra" / "overrides.yaml"
+    overrides.parent.mkdir(parents=True)
+    overrides.write_text("- seed=1\n")  # what Hydra wrote for the run
+    first = preflight.claim_run_folder(cfg)
+    first.record(cfg)
+    overrides.write_text("- seed=2\n")  # Hydra of a second run in the folder, before any check
+    with pytest.raises(preflight.PreflightError, match=rf"{tmp_path / 'run'} is in use by another run \(host .*, "
+                                                       rf"pid {os.getpid()}\); .*own folder \(hydra.run.dir=<folder>\)"):
+        preflight.claim_run_folder(cfg)
+    assert overrides.read_text() == "- seed=1\n"  # the refused run put the owner's back
+    first.release()
+    preflight.claim_run_folder(cfg).release()  # free again
+    lock = tmp_path / "run" / preflight.RUN_STATE / "lock"  # another run's process holds it (flock, as a run does)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); f.write(f'host h, pid {os.getpid()}'); f.flush(); "
+                               "print('held', flush=True); time.sleep(120)", str(lock)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(preflight.PreflightError, match=f"pid {holder.pid}"):
+        preflight.claim_run_folder(cfg)
+    holder.kill(), holder.wait()
+    preflight.claim_run_folder(cfg).release()  # the dead run's lock is taken over
+
+
+def test_a_run_in_a_folder_of_a_run_with_other_settings_is_refused_before_training(tmp_path: Path) -> None:
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=2, n_test=1)
+    common = ["experiment=ae_baseline", "trainer.max_epochs=1", *copy_of(root, tmp_path, "fan")]
+    seed1 = compose_train([*common, "seed=1"], tmp_path / "run")
+    preflight.claim_run_folder(seed1).release()  # a run that failed its checks keeps no settings
+    preflight.claim_run_folder(compose_train([*common, "seed=3"], tmp_path / "run")).release()
+    claim = preflight.claim_run_folder(seed1)
+    claim.record(seed1), claim.release()  # seed 1 ran here
+    # a resume with other loading settings is the same run
+    preflight.claim_run_folder(compose_train([*common, "seed=1", "data.num_workers=1"], tmp_path / "run")).release()
+    with pytest.raises(preflight.PreflightError, match=r"run holds a run with other settings \(seed: 1 there, 2 now, data.seed: 1 there, 2 now\); "
+                                                       r"resuming or re-running"):
+        train(compose_train([*common, "seed=2", "ckpt_path=last"], tmp_path / "run"))
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_checkpoint_write_that_fails_leaves_no_truncated_file(tmp_path: Path) -> None:
+    import errno
+
+    import lightning as L
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asd_lightning.callbacks.checkpointing import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path, filename="epoch_{epoch:03d}", monitor=None, save_last=True,
+                               auto_insert_metric_name=False, save_top_k=-1)
+    trainer = L.Trainer(max_epochs=2, callbacks=[callback], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_train_batches=1, limit_val_batches=1)
+    io, save = trainer.strategy.checkpoint_io, trainer.strategy.checkpoint_io.save_checkpoint
+
+    def disk_full_in_epoch_1(checkpoint, path, storage_options=None):
+        if checkpoint["epoch"] == 1:
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        save(checkpoint, path, storage_options)
+
+    io.save_checkpoint = disk_full_in_epoch_1
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit(BoringModel())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]  # no partial file
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["epoch"] == 0  # still the whole epoch 0
+
+
+def test_too_little_disk_for_the_checkpoints_fails_in_the_preflight(tmp_path: Path, monkeypatch) -> None:
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from asd_lightning.callbacks.checkpointing import ModelCheckpoint
+
+    callback = ModelCheckpoint(dirpath=tmp_path / "run" / "checkpoints", save_top_k=1, save_last=True)
+    model = BoringModel()  # 66 float32 parameters: 3 x 264 bytes + 1 MiB per checkpoint, 3 files
+    need = 3 * (3 * 264 + 2**20)
+    monkeypatch.setattr(preflight, "disk_usage", lambda path: audio_cache.shutil._ntuple_diskusage(1, 1, need - 1))
+    with pytest.raises(preflight.PreflightError, match=r"run/checkpoints: 3 MiB free, but the checkpoints need about "
+                                                       r"3 MiB \(2 kept and one being written.*set "
+                                                       r"callbacks.model_checkpoint.dirpath=<a folder with room>"):
+        preflight.check_free_space([callback], model)
+    monkeypatch.setattr(preflight, "disk_usage", lambda path: audio_cache.shutil._ntuple_diskusage(1, 1, need))
+    preflight.check_free_space([callback], model)
+
+
+def scored_folder(folder: Path, clips: Path, scores: list[float], run: bool = True, stamp: int = 0) -> Path:
+    """A finished run (``.hydra`` and ``submission/``) or a bare submission folder, scoring four
+    test clips (files under ``clips``) and two fit clips of fan section 00, with its data record."""
+    from asd_lightning.metrics.results import data_record, score_run
+    from test_fusion import run_table
+
+    table = run_table(fit=[1.0, 3.0], test=scores)
+    test = table[table["split"] == "test"].assign(path=[str(clips / f"t{i}.wav") for i in range(4)])
+    for path in test["path"]:
+        if not Path(path).exists():
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"RIFF")
+            os.utime(path, ns=(stamp, stamp))
+    scored = score_run(test, table[table["split"] == "train"], 2022)
+    scored.data = data_record(clips, scored.test)
+    if run:
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("[]\n")
+    return scored.save(folder / "submission" if run else folder)
+
+
+def test_asd_fuse_never_writes_into_a_run_and_reads_a_run_only_from_its_submission(tmp_path: Path, capsys) -> None:
+    from asd_lightning.scoring.fusion_cli import main as fuse_main
+
+    a = tmp_path / "a"
+    scored_folder(a, tmp_path / "data", [2.0, 4.0, 0.0, 6.0])
+    scored_folder(tmp_path / "b", tmp_path / "data", [1.0, 5.0, 2.0, 3.0])
+    before = {p: p.read_bytes() for p in (a / "submission").iterdir()}
+    for out in (a / "submission", a):
+        assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(out)]) == 2
+        assert f"--out {out} is a run's folder" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (a / "submission").iterdir()} == before and not (a / "clip_scores.csv").exists()
+    bare = tmp_path / "someone's"
+    scored_folder(bare, tmp_path / "data", [1.0, 2.0, 3.0, 4.0], run=False)
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(bare)]) == 2
+    assert "already holds clip_scores.csv, scores.json, scores.csv of a run (no fusion.json)" in capsys.readouterr().err
+    # a stray clip_scores.csv at a run's top level is never read: a run is read from submission/
+    (a / "clip_scores.csv").write_text("year,machine,section,domain,label,split,file,score\n")
+    from asd_lightning.scoring.fusion import clip_scores_file, is_fused
+
+    assert clip_scores_file(a) == a / "submission" / "clip_scores.csv"
+    # a fused result is its own kind: recognised, re-fusable, and may be replaced by the next fusion
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 0
+    assert is_fused(tmp_path / "fused") and clip_scores_file(tmp_path / "fused") == tmp_path / "fused" / "clip_scores.csv"
+    assert fuse_main([str(a), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 0
+
+
+def test_asd_fuse_refuses_runs_on_other_data_and_warns_about_a_run_given_twice(tmp_path: Path, capsys) -> None:
+    from asd_lightning.scoring.fusion_cli import main as fuse_main
+
+    scored_folder(tmp_path / "a", tmp_path / "set1", [2.0, 4.0, 0.0, 6.0], stamp=10**18)
+    scored_folder(tmp_path / "b", tmp_path / "set2", [1.0, 5.0, 2.0, 3.0], stamp=2 * 10**18)  # same names, other data
+    assert fuse_main([str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "fused")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"asd-fuse: error: {tmp_path / 'b'} scored other data than {tmp_path / 'a'}: the fan "
+                                     f"test clips under {tmp_path / 'set2'} and {tmp_path / 'set1'} differ") in err
+    assert not (tmp_path / "fused").exists()
+    scored_folder(tmp_path / "c", tmp_path / "set1", [1.0, 5.0, 2.0, 3.0])  # the same data as a
+    assert fuse_main([str(tmp_path / "a"), str(tmp_path / "c"), str(tmp_path / "a" / "submission"),
+                      "--out", str(tmp_path / "fused")]) == 0
+    assert (f"asd-fuse: warning: {tmp_path / 'a' / 'submission'} is the same run as {tmp_path / 'a'}"
+            in capsys.readouterr().err)
+    assert json.loads((tmp_path / "fused" / "data.json").read_text())["root"] == str(tmp_path / "set1")
+
+
+def test_a_multirun_with_a_failed_job_writes_the_table_names_the_job_and_exits_3(tiny_data, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    code, _, err = finish(start(["-m", *[o for o in TINY_RUN if not o.startswith(("trainer.max_epochs", "data.batch"))],
+                                 "trainer.max_epochs=1", *tiny_data, "data.batch_size=4,0", f"hydra.sweep.dir={sweep}"],
+                                tmp_path))
+    assert code == 3, err[-3000:]
+    assert "asd-train: error: data.batch_size=0: the batch size must be an integer >= 1" in err
+    assert "Traceback" not in err  # a user error: one line, and the other job ran
+    table = pd.read_csv(sweep / "results.csv")
+    assert set(table["machine"]) == {"fan", "all"}
+    markdown = (sweep / "results.md").read_text()
+    assert "failed: " in markdown and "data.batch_size=0" in markdown and f"{sweep / '1'} has no submission" in markdown
+    assert "1 job(s) of the multirun are not in the results table" in err
+
+
+# ---------------------------------------------------------------- 4. user errors: one line, documented exit code
+def test_a_user_error_prints_one_line_without_traceback_and_exits_2(tmp_path: Path, monkeypatch, capsys) -> None:
+    from hydra.core.global_hydra import GlobalHydra
+
+    from asd_lightning.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["asd-train", "experiment=ae_baseline", "seed=-1", f"hydra.run.dir={tmp_path / 'run'}"])
+    import logging
+
+    handlers, level = list(logging.root.handlers), logging.root.level
+    try:
+        with pytest.raises(SystemExit) as stop:  # what the console script exits with
+            main()
+    finally:  # Hydra's job logging wrote to this test's captured streams
+        logging.root.handlers[:], logging.root.level = handlers, level
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err and "Error executing job" not in err, err
+    assert "asd-train: error: seed=-1: the seed must be an integer in [0, 4294967295] (or null: no seeding)\n" in err
+
+
+def test_genuine_bugs_keep_their_traceback_user_errors_do_not(tmp_path: Path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from asd_lightning.train import failed
+    from asd_lightning.utils.errors import EXIT_USER_ERROR, UserError
+
+    cfg = OmegaConf.create({"task_name": "eval"})
+    with pytest.raises(SystemExit) as stop:
+        failed(cfg, UserError("set\n  x=1"))
+    assert stop.value.code == EXIT_USER_ERROR == 2 and capsys.readouterr().err == "asd-eval: error: set x=1\n"
+    bug = KeyError("a bug")
+    with pytest.raises(KeyError):
+        failed(cfg, bug)
+    # every error the project raises on purpose is a UserError
+    assert issubclass(preflight.PreflightError, UserError) and issubclass(ClipIndexError, UserError)
+    assert issubclass(AudioDecodeError, UserError)
+
+
+# ---------------------------------------------------------------- 3. bad values: caught first, in one line
+@pytest.mark.parametrize("overrides, message", [
+    (["experiment=sc_adacos", "data.train_crop.seconds=0"], "data.train_crop.seconds=0: the training crop must be "
+                                                            "longer than 0 s"),
+    (["experiment=ae_baseline", "data.train_crop.frames=-5"], "data.train_crop.frames=-5: the training crop (log-mel "
+                                                              "frames) must be an integer >= 1"),
+    (["experiment=ae_baseline", "data.batch_size=0"], "data.batch_size=0: the batch size must be an integer >= 1"),
+    (["experiment=ae_baseline", "seed=-1"], "seed=-1: the seed must be an integer in [0, 4294967295]"),
+    (["experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks/inlier_model@callbacks.inlier.model=gmm",
+      "callbacks.inlier.model.n_components=0"], "callbacks.inlier.model.n_components=0: the GMM's number of "
+                                                "components must be an integer >= 1"),
+    (["experiment=mobilenetv2_baseline", "callbacks=inlier", "callbacks.inlier.model.k=0"],
+     "callbacks.inlier.model.k=0: the number of nearest neighbours must be an integer >= 1"),
+])
+def test_values_out_of_range_fail_before_anything_is_built(overrides: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(preflight.PreflightError) as error:
+        train(compose_train(overrides, tmp_path / "run"))  # no data.root: nothing is built before the check
+    assert str(error.value).startswith(message)
+
+
+def test_max_epochs_0_is_refused_unless_the_method_trains_nothing(tmp_path: Path) -> None:
+    from asd_lightning.models.logmel_stats import LogMelStats
+
+    cfg = compose_train(["experiment=ae_baseline", "trainer.max_epochs=0"], tmp_path / "run")
+    with pytest.raises(preflight.PreflightError, match=r"trainer.max_epochs=0 trains nothing, so the run would score "
+                                                       r"an untrained model; set trainer.max_epochs>=1"):
+        preflight.check_epochs(cfg, torch.nn.Linear(1, 1))
+    preflight.check_epochs(cfg, LogMelStats.__new__(LogMelStats))  # training-free: nothing to refuse
+    with pytest.raises(preflight.PreflightError, match="trainer.max_epochs=0 trains nothing"):
+        train(cfg)  # checked before any data is read (there is none here)
+
+
+def test_the_short_clip_message_names_the_override_of_the_experiment(tmp_path: Path) -> None:
+    margin = compose_train(["experiment=sc_adacos"], tmp_path / "a")
+    assert preflight.test_segments_override(margin) == "data.train_crop.seconds=<at most the shortest clip's length>"
+    assert preflight.test_segments_override(compose_train(["experiment=ae_baseline"], tmp_path / "b")) == \
+        "data.test_segments=..."
+
+
+# ---------------------------------------------------------------- 2. nothing written outside the run
+def test_asd_report_on_a_folder_without_runs_writes_nothing(tmp_path: Path, capsys) -> None:
+    from asd_lightning.sweeps.cli import main as report_main
+
+    make_2022(tmp_path / "data", machines=("fan",), sections=(0,), n_train=1, n_test=1, seconds=0.1)
+    for folder in (tmp_path / "empty", tmp_path / "data"):
+        folder.mkdir(exist_ok=True)
+        before = sorted(folder.rglob("*"))
+        assert report_main([str(folder)]) == 2
+        assert f"asd-report: error: {folder} holds no run" in capsys.readouterr().err
+        assert sorted(folder.rglob("*")) == before
+
+
+def test_a_search_exports_next_to_the_sweep_and_prints_the_command_that_finds_the_config(tmp_path: Path,
+                                                                                          monkeypatch, capsys) -> None:
+    from asd_lightning.sweeps.export import missing_tuned_config, tuned_config, write_tuned_config
+    from asd_lightning.sweeps.search import Cell, PerMachineSearch
+    from asd_lightning.train import config_dir, main
+
+    search = PerMachineSearch(method="ae_baseline", n_trials=1)
+    search.sweep_dir = tmp_path / "sweep"
+    cell = Cell("fan", ["data.machine_types=[fan]"], [], ["fan"])
+    configs = tmp_path / "sweep" / "configs"
+    assert search.export_path(cell) == configs / "experiment" / "tuned" / "ae_baseline" / "fan.yaml"  # not conf/
+    command = search.rerun_command(cell)
+    assert command == (f"asd-train experiment=tuned/ae_baseline/fan 'hydra.searchpath=[file://{configs}]' "
+                       "data.root=<dataset>")
+    write_tuned_config(search.export_path(cell), tuned_config(["experiment=ae_baseline", "data.batch_size=8"],
+                                                              ["experiment"], [], ["a test"]))
+    # the printed command composes
+    arguments = [a.strip("'") for a in command.split()[1:-1]]
+    assert compose_train(arguments, tmp_path / "rerun").data.batch_size == 8
+    assert missing_tuned_config(arguments, config_dir()) is None
+    # a custom export_dir is the config folder (or the experiment/tuned folder in one)
+    assert PerMachineSearch(method="m", n_trials=1, export_dir=str(tmp_path / "c")).export_root() == tmp_path / "c"
+    assert PerMachineSearch(method="m", n_trials=1, export_dir=str(tmp_path / "c" / "experiment" / "tuned")
+                            ).export_root() == tmp_path / "c"
+    # without the search path: where exported configs are looked for, and how to add it, in one line
+    monkeypatch.setattr(sys, "argv", ["asd-train", "experiment=tuned/ae_baseline/fan"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"asd-train: error: no exported config experiment=tuned/ae_baseline/fan: looked for "
+                          f"{config_dir()}/experiment/tuned/ae_baseline/fan.yaml. A search exports")
+    assert "add hydra.searchpath=[file://<that folder>]" in err
+
+
+def test_the_held_out_rescore_is_named_as_such(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from asd_lightning.sweeps.search import Cell, PerMachineSearch
+
+    search = PerMachineSearch(method="ae_baseline", n_trials=1)
+    search.sweep_dir = tmp_path
+    (tmp_path / "fan" / "trial_003" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "fan" / "trial_003" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    best = SimpleNamespace(number=3, params={"data.batch_size": 8}, user_attrs={"folder": "fan/trial_003"})
+    overrides = search.final_overrides(Cell("fan", ["data.machine_types=[fan]"], [], ["fan"]), best, [])
+    assert "trial=3-heldout" in overrides and "train=false" in overrides
+    cfg = compose_train([*[o for o in overrides if not o.startswith(("hydra.", "++"))], "logger=wandb"], tmp_path / "r")
+    assert cfg.logger.wandb.name == "fan-seed12345-trial3-heldout"  # the trial itself: fan-seed12345-trial3
+
+
+def test_a_search_checks_its_report_sections_before_the_first_trial(tmp_path: Path, caplog) -> None:
+    from asd_lightning.sweeps.search import check_report_sections
+
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=1, n_test=1, seconds=0.1,
+                     eval_section=3)
+    (root / "ground_truth").rename(tmp_path / "ground_truth")  # the evaluation clips unlabelled
+
+    def data(sections: str) -> "DictConfig":
+        return compose_train(["experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan]",
+                              f"data.test_sections={sections}"], tmp_path / "run").data
+
+    with pytest.raises(preflight.UserError, match=r"the search reports on test section\(s\) \[5\] of \['fan'\] "
+                                                  r"\(data.test_sections=\[5\]\), but .* holds no such test clips: "
+                                                  r"every trial would run"):
+        check_report_sections("fan", data("[0]"), data("[5]"), ["data.test_sections=[5]"])
+    with pytest.raises(preflight.UserError, match=r"their test clips under .* are unlabelled: set data.ground_truth="):
+        check_report_sections("fan", data("[0]"), data("[3]"), ["data.test_sections=[3]"])
+    with caplog.at_level("WARNING", logger="asd_lightning.sweeps.search"):
+        check_report_sections("fan", data("[0]"), data("[1]"), [])
+        assert "overlap" not in caplog.text
+        check_report_sections("fan", data("[0,1]"), data("[1]"), [])
+    assert "study fan: the report sections ([1]) overlap the tuning sections ([0, 1])" in caplog.text
+
+
+# ---------------------------------------------------------------- 5. small things
+def test_results_md_gives_every_seeds_value_per_section_and_results_csv_the_domain(tmp_path: Path) -> None:
+    from asd_lightning.sweeps.report import ResultsTable
+    from test_sweeps import fake_run, rows22
+
+    for i, (seed, auc) in enumerate([(1, 0.6), (2, 0.8)]):
+        fake_run(tmp_path / str(i), ["data.machine_types=[fan]", f"seed={seed}"], seed,
+                 rows22("fan", {0: (auc, 0.5, 0.55)}))
+    results = ResultsTable.from_folders([tmp_path])
+    sections = results.table[results.table["section"] == "00"].set_index("metric")["domain"]
+    assert sections["auc_source"] == "source" and sections["pauc_target"] == "target" and sections["pauc"] == ""
+    markdown = results.to_markdown()
+    assert "| fan | 00 | AUC (source) | 60.00 | 80.00 |" in markdown.split("### Per section and seed (%)")[1]
+    assert "| machine | section | AUC (source) |" in markdown  # the mean ± std table: no domain column
+
+
+def test_unlabelled_evaluation_clips_say_that_scores_need_the_ground_truth(tmp_path: Path, caplog) -> None:
+    from types import SimpleNamespace
+
+    from asd_lightning.callbacks.official_scores import OfficialScores
+
+    files = [tmp_path / f"section_03_{i:04d}.wav" for i in range(4)] + [tmp_path / f"train_{i}.wav" for i in range(3)]
+    for path in files:
+        path.write_bytes(b"RIFF")
+    clips = pd.DataFrame({"clip_id": range(7), "machine": "fan", "section": 3, "domain": "unknown",
+                          "label": ["unknown"] * 4 + ["normal"] * 3, "split": ["test"] * 4 + ["train"] * 3,
+                          "file": [p.name for p in files], "path": list(map(str, files))})
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(clips=clips, year=2022, root=tmp_path), is_global_zero=True)
+    callback = OfficialScores(output_dir=tmp_path / "submission")
+    with caplog.at_level("WARNING", logger="asd_lightning.callbacks.official_scores"):
+        callback.publish(trainer, None, pd.DataFrame({"clip_id": range(4), "score": [1.0, 2.0, 3.0, 4.0]}),
+                         pd.DataFrame({"clip_id": [4, 5, 6], "score": [1.0, 2.0, 1.5]}))
+    assert ("no test clip of fan is labelled (evaluation clips need their ground truth), so there are no scores"
+            in caplog.text and "set data.ground_truth=" in caplog.text)
+    assert (tmp_path / "submission" / "anomaly_score_fan_section_03_test.csv").is_file()
+    assert not (tmp_path / "submission" / "scores.json").exists()
+
+
+def test_asd_evaluate_says_a_row_belongs_to_another_sections_file(tmp_path: Path, capsys) -> None:
+    from asd_lightning.data.clip_index import build_clip_index
+
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=1, n_test=1, seconds=0.1)
+    clips = build_clip_index(root, 2022, splits=["test"])
+    scores = clips.assign(score=np.arange(len(clips), dtype=float), decision=0)
+    moved = scores.iloc[:1].assign(section=1)  # a section 00 clip, also in section 01's file
+    write_submission(pd.concat([scores, moved]), tmp_path / "submission", 2022)
+    args = ["--year", "2022", "--scores", str(tmp_path / "submission"), "--root", str(root), "--out", str(tmp_path / "e")]
+    assert evaluate_main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"1 scored file(s) are in another section's file, e.g. fan/{moved['file'].item()} "
+                                     "is scored in section 01's file but is a test clip of section 00") in err

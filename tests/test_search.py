@@ -23,7 +23,8 @@ from test_train import compose_train
 optuna = pytest.importorskip("optuna")
 CONF = Path(config_dir())
 SEARCHES = {"ae_baseline": "ae_baseline", "two_bce": "two_bce", "two_bce_lof": "two_bce",
-            "dgmix_finetune": "dgmix_finetune"}  # hparams_search → the experiment it searches from
+            "dgmix_finetune": "dgmix_finetune", "genrep": "genrep",
+            "encoder_lora": "encoder_lora"}  # hparams_search → the experiment it searches from
 
 
 def test_search_spaces_in_hydra_sweep_syntax_become_optuna_distributions() -> None:

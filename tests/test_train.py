@@ -53,7 +53,7 @@ def test_two_bce_machine_configs_follow_table_i(tmp_path: Path) -> None:
         model = cfg.callbacks.inlier.model
         assert model._target_.endswith(inlier)
         assert model.get("n_components", model.get("n_neighbors")) == p
-        assert cfg.callbacks.inlier.aggregation == ("mean_above_median" if inlier == "GMMInlier" else "mean")
+        assert cfg.callbacks.inlier.aggregation == ("mean_below_median" if inlier == "GMMInlier" else "mean")
         assert (cfg.data.sampler, cfg.data.outlier_machine_types, cfg.trainer.max_epochs) == ("target_vs_outliers", "all", 300)
         assert cfg.callbacks.inlier.fit_subset == "val"
         # the authors' AdamW without weight decay; eq. 1 under mixup counts samples with target audio

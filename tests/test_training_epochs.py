@@ -128,5 +128,7 @@ def test_window_crops_give_the_whole_clip_log_mel_windows(tmp_path: Path) -> Non
     whole = dm.on_after_batch_transfer({"wave": wave, "machine": torch.zeros(1, dtype=torch.long),
                                         "whole_clip": True}, 0)["features"][0]  # [12, 1, 32, 16]
     assert whole.shape[0] == 12
-    # the same frames, but the crops' first and last frame see reflect padding instead of the neighbours
-    assert torch.allclose(batch["features"][..., 1:-1], whole[..., 1:-1], atol=1e-3)
+    # the same frames, the first and last included: the crops carry the clip's neighbouring
+    # samples (reflected at its ends, as the whole clip's padding), not padding of their own
+    assert dm.crop_context_frames == 1 and batch["wave"].shape[-1] == 15 * 256 + 2 * 256
+    assert torch.allclose(batch["features"], whole, atol=1e-3)

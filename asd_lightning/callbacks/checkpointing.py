@@ -5,15 +5,20 @@ it also saved a top-k checkpoint, so with ``monitor`` set ``last.ckpt`` can stay
 epoch. :class:`ModelCheckpoint` here writes it at the end of every training epoch, after that
 epoch's validation, whatever the monitored metric does. :class:`RNGState` puts the torch,
 numpy, Python (and CUDA) random states into every checkpoint and sets them again when training
-resumes, so a resumed run continues exactly as one that was never stopped. The optimiser, LR
+resumes, so a resumed run continues exactly as one that was never stopped. Every checkpoint is
+written atomically (a hidden ``.<name>.partial`` file, then renamed), so a full disk or a kill
+while saving never leaves a truncated checkpoint under the real name. The optimiser, LR
 schedule, epoch (hence the samplers' epoch) and the best-checkpoint record are Lightning's own
 checkpoint state.
 """
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import numpy as np
@@ -33,6 +38,23 @@ class ModelCheckpoint(LightningModelCheckpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._save_last_if_unsaved(trainer)  # also epochs without validation (check_val_every_n_epoch > 1)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Lightning's save, into ``.<name>.partial`` first, renamed once complete (removed on error)."""
+        partial = Path(filepath).with_name(f".{Path(filepath).name}.partial")
+        try:
+            trainer.save_checkpoint(partial, self.save_weights_only)
+            if trainer.is_global_zero:
+                os.replace(partial, filepath)
+        except BaseException:
+            if trainer.is_global_zero:
+                partial.unlink(missing_ok=True)
+            raise
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:  # notify loggers (W&B's log_model), as Lightning does
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def _save_last_if_unsaved(self, trainer: L.Trainer) -> None:
         # skipped when anything (top-k and with it last.ckpt) was saved at this step already

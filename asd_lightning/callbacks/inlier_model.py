@@ -127,10 +127,13 @@ class InlierModelCallback(OfficialScores):
         standardize: centre and scale every embedding dimension by the section's fit clips
             before the models see them (the training-free floor's statistics need it).
         aggregation: ``embedding_mean`` (score the clip-mean embedding) or how segment
-            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``.
+            scores become a clip score: ``mean``, ``max``, ``median``, ``mean_above_median``,
+            ``mean_below_median``.
         zscore: standardise scores per section by the fit clips' scores.
         threshold_folds: the fit clips' own scores (for the decision thresholds and the
             z-score) come from models fitted without them, in this many folds of whole clips.
+        memory_mixup: ``{neighbours, lam}``: with ``per_domain``, the target model's memory also
+            holds mixes of each target clip with its nearest source clips (GenRep); None = off.
         plots: write and log the figures; projection: ``pca`` or ``tsne`` for the map.
         bundle_dir: where to write one :class:`~asd_lightning.deploy.ModelBundle` per machine
             type (``<bundle_dir>/<machine>``), for ``asd-score``; None writes none.
@@ -140,7 +143,7 @@ class InlierModelCallback(OfficialScores):
     def __init__(self, model: Callable[[], InlierModel] | None = None, fit_subset: str = "fit",
                  fit_domains: Sequence[str] = ("source", "target"), per_domain: bool = False,
                  aggregation: str = "embedding_mean", zscore: bool = False, model_zscore: bool = False,
-                 standardize: bool = False, threshold_folds: int = 5,
+                 standardize: bool = False, threshold_folds: int = 5, memory_mixup: dict | None = None,
                  plots: bool = True,
                  projection: str = "pca", bundle_dir: str | Path | None = None,
                  output_dir: str | Path = "submission", decision_quantile: float = 0.9,
@@ -154,13 +157,17 @@ class InlierModelCallback(OfficialScores):
         bad = set(fit_domains) - {"source", "target"}
         if bad or not fit_domains:
             raise ValueError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
+        if memory_mixup and not (per_domain and "target" in fit_domains and "source" in fit_domains):
+            raise ValueError("callbacks.inlier.memory_mixup mixes the target memory with source clips: it needs "
+                             "per_domain=true and both fit_domains (or set memory_mixup=null)")
         self.fit_subset = fit_subset
         self.fit_domains = list(fit_domains)
         self.aggregation = aggregation
         if threshold_folds < 1:
             raise ValueError(f"threshold_folds must be >= 1, got {threshold_folds}")
         self.fitter = SectionFitter(model or (lambda: KNNInlier(k=1)), aggregation, self.fit_domains, per_domain,
-                                    model_zscore, zscore, standardize, threshold_folds)
+                                    model_zscore, zscore, standardize, threshold_folds,
+                                    dict(memory_mixup) if memory_mixup else None)
         self.sizing = pd.DataFrame()
         self.plots = plots
         self.projection = projection
@@ -212,7 +219,10 @@ class InlierModelCallback(OfficialScores):
         pl_module.log("test/inlier_small_fit_sets", float(small), rank_zero_only=True)
         if trainer.is_global_zero and len(self.sizing):
             self.sizing.to_csv(self.output_dir / "inlier_models.csv", index=False)
-        if self.bundle_dir is not None and trainer.is_global_zero:
+        if self.bundle_dir is not None and trainer.is_global_zero and getattr(datamodule, "num_channels", 1) > 1:
+            log.warning("no model bundles written: asd-score decodes one channel, this run embeds %d "
+                        "(data.channels=both)", datamodule.num_channels)
+        elif self.bundle_dir is not None and trainer.is_global_zero:
             for machine in datamodule.machine_types:
                 path = self.write_bundle(datamodule, pl_module, machine)
                 log.info("model bundle for %s written to %s", machine, path.resolve())
@@ -241,6 +251,7 @@ class InlierModelCallback(OfficialScores):
             config_yaml=_run_config_yaml(),
             info={"fit_subset": self.fit_subset, "fit_domains": self.fit_domains, "per_domain": self.fitter.per_domain,
                   "model_zscore": self.fitter.model_zscore, "standardize": self.fitter.standardize,
+                  "memory_mixup": self.fitter.memory_mixup,
                   "decision_quantile": self.decision_quantile},
         )
         return bundle.save(self.bundle_dir / machine)

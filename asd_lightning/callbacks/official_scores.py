@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from asd_lightning.metrics.results import score_run
+from asd_lightning.metrics.results import data_record, score_run
 from asd_lightning.metrics.two_bce_measure import PROTOCOLS, TwoBCEMeasure
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ def score_clips(pl_module: L.LightningModule, datamodule, subset: str) -> pd.Dat
     ids, scores = [], []
     for batch in clip_batches(pl_module, datamodule, subset):
         ids.append(batch["clip_id"].cpu())
-        scores.append(pl_module.clip_scores(batch).float().cpu())
+        scores.append(pl_module.channel_clip_scores(batch).float().cpu())
     ids = gather_objects(torch.cat(ids).tolist() if ids else [])
     scores = gather_objects(torch.cat(scores).tolist() if scores else [])
     return pd.DataFrame({"clip_id": ids, "score": scores}).drop_duplicates("clip_id")
@@ -107,7 +107,14 @@ class OfficialScores(L.Callback):
         clips = datamodule.clips.set_index("clip_id")
         run = score_run(test.drop_duplicates("clip_id").join(clips, on="clip_id"), fit.join(clips, on="clip_id"),
                         datamodule.year, self.decision_quantile)
+        if "path" in run.test.columns and getattr(datamodule, "root", None) is not None:
+            run.data = data_record(datamodule.root, run.test)
         self.thresholds, self.report, self.measure = run.thresholds, run.report, None
+        if run.report is None and trainer.is_global_zero:
+            log.warning("no test clip of %s is labelled (evaluation clips need their ground truth), so there are "
+                        "no scores: the submission files and decisions are written without a score table; for "
+                        "scores set data.ground_truth=<the official ground-truth CSVs or folder>",
+                        ", ".join(sorted(run.test["machine"].unique())))
         if run.report is not None:
             metrics = run.report.metrics_dict(prefix="test/")
             if self.protocol == "two_bce":

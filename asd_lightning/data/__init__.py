@@ -13,6 +13,8 @@ _EXPORTS = {
     "build_clip_index": "clip_index",
     "GroundTruthError": "ground_truth",
     "load_ground_truth": "ground_truth",
+    "YearFacts": "years",
+    "year_facts": "years",
     "DCASEDataModule": "datamodule",
     "DCASE2021DataModule": "datamodule",
     "DCASE2022DataModule": "datamodule",

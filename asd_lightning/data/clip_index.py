@@ -9,7 +9,13 @@ One parser serves every DCASE Task 2 layout:
   ``section_XX_<domain>_test_NNNN.wav``.
 * 2022 and later (MIMII DG + ToyADMOS2, 2023+ reuse it with section 00 only):
   ``<machine>/{train,test}/section_XX_<domain>_<split>_<label>_NNNN_<k>_<v>[...].wav``;
-  evaluation test clips ``section_XX_NNNN.wav``.
+  evaluation test clips ``section_XX_NNNN.wav``. Clips without attributes end in
+  ``_noAttribute.wav`` (2024) or ``_.wav`` (2025 on); both parse, with no attributes.
+* 2025 on: ``<machine>/supplemental/section_XX_{machine,noise}_NNNN_.wav``, clean machine and
+  noise-only recordings: split ``supplemental`` (never a training or test clip), ``kind``
+  ``machine`` or ``noise``.
+
+Each year's layout, split folders and machine types are data (:mod:`asd_lightning.data.years`).
 
 Any folders above ``<machine>`` (``dev_data``, ``eval_data``, ...) are allowed. Labels
 (and, in 2022, domains) of anonymised evaluation clips come from the official ground-truth
@@ -39,20 +45,23 @@ from typing import Iterable
 import pandas as pd
 
 from asd_lightning.data.ground_truth import GroundTruth, load_ground_truth
+from asd_lightning.data.years import year_facts
 from asd_lightning.utils.errors import OptionError
 
 COLUMNS = [
     "path", "relpath", "file", "year", "machine", "section", "domain",
-    "split", "label", "clip", "attributes", "attribute_string",
+    "split", "label", "clip", "attributes", "attribute_string", "kind",
 ]
 LABEL_SETS = {"section": ("section",), "attribute": ("section", "attributes"),
               "attribute_domain": ("section", "attributes", "domain")}
-SPLIT_FOLDERS = {2020: ("train", "test"), 2021: ("train", "source_test", "target_test"), 2022: ("train", "test")}
+SPLITS = ("train", "test", "supplemental")
 
 _SEC = r"section_(?P<section>\d{2})"
+# the attribute part may be empty: ``..._0000_.wav`` (2025 on) is a clip without attributes
 _DEV = re.compile(
-    _SEC + r"_(?P<domain>source|target)_(?P<split>train|test)_(?P<label>normal|anomaly)_(?P<clip>\d+)(?:_(?P<attrs>.+))?$"
+    _SEC + r"_(?P<domain>source|target)_(?P<split>train|test)_(?P<label>normal|anomaly)_(?P<clip>\d+)(?:_(?P<attrs>.*))?$"
 )
+_SUPPLEMENTAL = re.compile(_SEC + r"_(?P<kind>machine|noise)_(?P<clip>\d+)(?:_(?P<attrs>.*))?$")
 _EVAL_2021 = re.compile(_SEC + r"_(?P<domain>source|target)_(?P<split>test)_(?P<clip>\d+)$")
 _EVAL_2022 = re.compile(_SEC + r"_(?P<clip>\d+)$")
 _DEV_2020 = re.compile(r"(?P<label>normal|anomaly)_id_(?P<section>\d{2})_(?P<clip>\d+)$")
@@ -72,20 +81,29 @@ class _Parsed:
     label: str
     clip: int
     attribute_string: str
+    kind: str = "clip"
 
 
 def layout_year(year: int) -> int:
     """Map a challenge year onto the layout it uses (2023+ reuse the 2022 names)."""
-    if year < 2020:
-        raise ClipIndexError(f"DCASE Task 2 layouts start in 2020, got year {year}")
-    return min(int(year), 2022)
+    try:
+        return year_facts(year).layout
+    except ValueError as error:
+        raise ClipIndexError(str(error)) from None
+
+
+def split_folders(year: int) -> dict[str, str]:
+    """Folders below ``<machine>/`` of ``year`` and the split each holds."""
+    layout_year(year)
+    return year_facts(year).splits
 
 
 def parse_attributes(attribute_string: str) -> dict[str, str]:
     """Turn ``k1_v1_k2_v2`` tokens into a dict; odd token lists are kept whole under ``tokens``.
 
-    ``noAttribute`` (DCASE 2024) gives an empty dict. 2021 names carry free tokens, which
-    are therefore also stored under ``tokens`` when they do not pair up.
+    ``noAttribute`` (DCASE 2024) and the empty string (``..._0000_.wav``, 2025 on) give an
+    empty dict. 2021 names carry free tokens, which are therefore also stored under ``tokens``
+    when they do not pair up.
     """
     if not attribute_string or attribute_string == "noAttribute":
         return {}
@@ -114,6 +132,11 @@ def parse_clip_name(name: str, year: int, split_folder: str) -> _Parsed | None:
     """Parse one WAV base name found in ``split_folder``; ``None`` if it matches no pattern."""
     stem = name[:-4] if name.lower().endswith(".wav") else name
     layout = layout_year(year)
+    if split_folder == "supplemental":
+        if m := _SUPPLEMENTAL.fullmatch(stem):
+            return _Parsed(int(m["section"]), "unknown", "supplemental", "unknown", int(m["clip"]),
+                           m["attrs"] or "", m["kind"])
+        return None
     if layout == 2020:
         if m := _DEV_2020.fullmatch(stem):
             return _Parsed(int(m["section"]), "source", split_folder, m["label"], int(m["clip"]), "")
@@ -142,7 +165,7 @@ def find_machine_dirs(root: Path, year: int) -> dict[str, list[Path]]:
     A dev copy and an evaluation/additional-training copy of one machine type are both found
     (e.g. ``dev_data/fan`` and ``eval_data/fan``).
     """
-    splits = set(SPLIT_FOLDERS[layout_year(year)])
+    splits = set(split_folders(year))
     found: dict[str, list[Path]] = {}
     for folder, subfolders, _ in os.walk(root):
         subfolders.sort()
@@ -170,7 +193,7 @@ def build_clip_index(
         year: challenge year; selects the naming rules (2023+ use the 2022 rules).
         machine_types: keep only these machine types (each must exist under ``root``).
         sections: keep only these section numbers (IDs in 2020).
-        splits: keep only ``"train"`` and/or ``"test"``.
+        splits: keep only these of ``"train"``, ``"test"`` and ``"supplemental"`` (default: all).
         ground_truth: official ground-truth CSV file or folder for anonymised evaluation clips.
         on_unmatched: ``"error"`` (default) raises on a WAV whose name fits no pattern;
             ``"warn"`` skips it with a warning.
@@ -182,7 +205,7 @@ def build_clip_index(
         raise ValueError(f"on_unmatched must be 'error' or 'warn', got {on_unmatched!r}")
     machine_dirs = find_machine_dirs(root, year)
     if not machine_dirs:
-        expected = "/".join(SPLIT_FOLDERS[layout_year(year)])
+        expected = "/".join(split_folders(year))
         raise ClipIndexError(f"no <machine>/{{{expected}}} folders found under {root} for the {year} layout")
     wanted = list(machine_types) if machine_types is not None else sorted(machine_dirs)
     missing = [m for m in wanted if m not in machine_dirs]
@@ -190,20 +213,20 @@ def build_clip_index(
         raise ClipIndexError(
             f"machine type(s) {missing} not found under {root}; found {sorted(machine_dirs)}"
         )
-    wanted_splits = set(splits) if splits is not None else {"train", "test"}
-    bad_splits = wanted_splits - {"train", "test"}
+    wanted_splits = set(splits) if splits is not None else set(SPLITS)
+    bad_splits = wanted_splits - set(SPLITS)
     if bad_splits:
-        raise ValueError(f"splits must be 'train' and/or 'test', got {sorted(bad_splits)}")
+        raise ValueError(f"splits must be among {', '.join(SPLITS)}, got {sorted(bad_splits)}")
     wanted_sections = None if sections is None else {int(s) for s in sections}
 
     rows = []
     for machine in wanted:
         for machine_dir in machine_dirs[machine]:
-            for split_folder in SPLIT_FOLDERS[layout_year(year)]:
+            for split_folder, folder_split in split_folders(year).items():
                 split_dir = machine_dir / split_folder
                 if not split_dir.is_dir():
                     continue
-                if ("train" if split_folder == "train" else "test") not in wanted_splits:
+                if folder_split not in wanted_splits:
                     continue
                 for path in sorted(split_dir.iterdir()):
                     if path.suffix.lower() != ".wav" or not path.is_file():
@@ -234,6 +257,7 @@ def build_clip_index(
                         "clip": parsed.clip,
                         "attributes": parse_attributes(parsed.attribute_string),
                         "attribute_string": parsed.attribute_string,
+                        "kind": parsed.kind,
                     })
     index = pd.DataFrame(rows, columns=COLUMNS)
     if ground_truth is not None:

@@ -13,11 +13,24 @@ Training batches carry ``wave`` ``[B, samples]`` (normalised float) and ``featur
 * ``{kind: clip}`` → ``[B, 1, n_mels, T]`` (the whole clip);
 * ``{kind: crops, seconds: 2.0, num: 10}`` → ``[B, S, 1, n_mels, frames]`` evenly spaced crops;
 * ``{kind: windows, frames: 64, hop: 8}`` → ``[B, S, 1, n_mels, frames]`` sliding windows.
+
+Channels (:attr:`DCASEDataModule.channels`, DCASE 2026's ``near``/``far`` microphones): one
+named channel gives the shapes above; ``both`` gives ``wave`` ``[B, 2, samples]`` and features
+with the channels where the 1 is: ``[B, 2, n_mels, frames]``, ``[B, S, 2, n_mels, frames]``.
+Training crops of a method whose ``channel_mode`` is ``per_channel`` (the default,
+:class:`~asd_lightning.models.base.ASDMethod`) are unfolded into one item per channel
+(``[2B, 1, ...]``, labels repeated); ``paired`` methods get both channels together.
+
+Supplemental recordings (DCASE 2025 ``supplemental/``) never enter the training or test
+subsets unless asked: ``supplemental.noise_snr_db`` mixes noise-only clips into training crops
+on the device (:meth:`DCASEDataModule.mix_noise`), ``supplemental.machine_clips`` adds the clean
+machine clips as training clips (source domain; with ``labels: attribute`` their own class).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +44,7 @@ from asd_lightning.data.audio_cache import AudioCache
 from asd_lightning.data.clip_index import LABEL_SETS, ClipIndexError, build_clip_index, find_machine_dirs, label_keys
 from asd_lightning.data.datasets import ClipDataset, ClipTable, CropDataset, collate_crops
 from asd_lightning.data.decode import DecodeOptions
+from asd_lightning.data.years import year_facts
 from asd_lightning.data.samplers import (
     ClassBalancedBatchSampler,
     EpochBatchSampler,
@@ -47,6 +61,8 @@ log = logging.getLogger(__name__)
 DOMAIN_CODES = {"source": 0, "target": 1, "unknown": -1}
 LABEL_CODES = {"normal": 0, "anomaly": 1, "unknown": -1}
 SAMPLERS = ("random", "balanced_classes", "same_machine_pairs", "target_vs_outliers")
+SUPPLEMENTAL_KEYS = {"noise_snr_db", "noise_prob", "machine_clips"}
+NOISE_STREAM = 7919  # seed-sequence word of the noise mixing draws
 STATS_CLIPS_PER_MACHINE = 256
 
 
@@ -78,6 +94,9 @@ class DCASEDataModule(L.LightningDataModule):
             clips need the ground truth for their domain).
         val_fraction: share of training clips held out for validation, stratified by
             machine type, section and domain.
+        drop_last: the ``same_machine_pairs`` and ``target_vs_outliers`` samplers leave out an
+            epoch's partial batch; ``False`` trains on every item (self-supervised pre-training
+            on all the data).
         batch_size / eval_batch_size: crops per training batch (pairs per batch for
             ``same_machine_pairs``, i.e. the ``N`` of each DG-Mix branch) / whole clips per
             test batch.
@@ -97,6 +116,14 @@ class DCASEDataModule(L.LightningDataModule):
         on_unmatched: ``error`` or ``warn`` for WAV names that fit no pattern.
         synthetic: settings for :func:`asd_lightning.synth.write_synthetic_dataset`; when set
             and ``root`` does not hold that dataset complete, it is written there first.
+        channels: a channel name of the year's files (2026: ``near``, the default as in the
+            official baseline, or ``far``) or ``both``; None = ``decode.channel`` where it is set
+            (not ``first``), else the year's default channel (mono years: ``decode.channel``).
+        supplemental: use of the supplemental recordings (2025): ``noise_snr_db: [lo, hi]``
+            mixes a noise-only clip of the crop's machine type into each training crop at an SNR
+            drawn uniformly from that range (with probability ``noise_prob``, default 1), on the
+            device, drawn from (seed, epoch, batch); ``machine_clips: true`` trains on the clean
+            machine clips too. None: they are indexed but never used.
     """
 
     default_year: int = 2022
@@ -113,6 +140,7 @@ class DCASEDataModule(L.LightningDataModule):
         train_domains: Sequence[str] = ("source", "target"),
         test_domains: Sequence[str] | None = None,
         val_fraction: float = 0.1,
+        drop_last: bool = True,
         batch_size: int = 32,
         eval_batch_size: int = 8,
         num_workers: int = 0,
@@ -129,6 +157,8 @@ class DCASEDataModule(L.LightningDataModule):
         synthetic: dict[str, Any] | None = None,
         seed: int = 0,
         progress: bool = True,
+        channels: str | None = None,
+        supplemental: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.root = Path(root).expanduser()
@@ -148,6 +178,7 @@ class DCASEDataModule(L.LightningDataModule):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
+        self.drop_last = bool(drop_last)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
@@ -156,6 +187,16 @@ class DCASEDataModule(L.LightningDataModule):
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
         self.decode_options = DecodeOptions(**(decode or {}))
+        self.channels = channels
+        self.channel_names, self.channel_options = self._channel_options(channels)
+        self.decode_options = self.channel_options[0]  # what a single-channel model bundle decodes
+        self.supplemental = dict(supplemental or {})
+        unknown = set(self.supplemental) - SUPPLEMENTAL_KEYS
+        if unknown:
+            raise ValueError(f"data.supplemental takes {', '.join(sorted(SUPPLEMENTAL_KEYS))}, got {sorted(unknown)}")
+        snr = self.supplemental.get("noise_snr_db")
+        if snr is not None and (len(snr) != 2 or float(snr[0]) > float(snr[1])):
+            raise ValueError(f"data.supplemental.noise_snr_db must be [low, high] in dB, got {snr}")
         self.frontend = build_frontend(self.decode_options.sample_rate, features)
         self.train_crop = dict(train_crop or {"seconds": 2.0})
         per_clip = self.train_crop.get("per_clip", 1)
@@ -176,6 +217,26 @@ class DCASEDataModule(L.LightningDataModule):
         self.table: ClipTable | None = None
 
     # ------------------------------------------------------------------ set-up
+    def _channel_options(self, channels: str | None) -> tuple[list[str], list[DecodeOptions]]:
+        """Channel names and the decode options of each (one cache per channel)."""
+        facts = year_facts(self.year)
+        name = channels or facts.default_channel
+        if name is None or (channels is None and self.decode_options.channel != "first"):  # decode.channel set
+            return [str(self.decode_options.channel)], [self.decode_options]
+        if not facts.channels:
+            raise ValueError(f"data.channels={name}: the DCASE {self.year} files have no named channels (2026 "
+                             "has near and far); choose a channel of other data with data.decode.channel")
+        names = list(facts.channels) if name == "both" else [name]
+        unknown = [n for n in names if n not in facts.channels]
+        if unknown:
+            raise ValueError(f"data.channels must be one of {', '.join(facts.channels)} or both for DCASE "
+                             f"{self.year}, got {name!r}")
+        return names, [replace(self.decode_options, channel=facts.channels[n]) for n in names]
+
+    @property
+    def num_channels(self) -> int:
+        return len(self.channel_options)
+
     def _check_year(self, year: int) -> None:
         if year < 2020:
             raise ValueError(f"unsupported DCASE year {year}")
@@ -239,14 +300,25 @@ class DCASEDataModule(L.LightningDataModule):
         if target_train.empty:
             raise ValueError(f"no training clips for {self.machine_types} (sections {self.train_sections}, "
                              f"domains {self.train_domains}) under {self.root}")
-        return pd.concat([target_train, outlier_train, test], ignore_index=True)
+        extra = index[(index["split"] == "supplemental") & index["machine"].isin(self.machine_types)]
+        wanted = ({"noise"} if self.supplemental.get("noise_snr_db") is not None else set()) | (
+            {"machine"} if self.supplemental.get("machine_clips") else set())
+        extra = extra[extra["kind"].isin(wanted)].copy()
+        if "noise" in wanted and not (extra["kind"] == "noise").any():
+            raise ValueError(f"data.supplemental.noise_snr_db is set but there are no noise-only clips "
+                             f"(<machine>/supplemental/section_XX_noise_NNNN_.wav) for {self.machine_types} "
+                             f"under {self.root}")
+        machine_rows = extra["kind"] == "machine"  # clean machine clips train as source-domain normals
+        extra.loc[machine_rows, ["split", "domain", "label"]] = ["train", "source", "normal"]
+        return pd.concat([target_train, outlier_train, test, extra], ignore_index=True)
 
-    def _caches(self, clips: pd.DataFrame) -> dict[str, AudioCache]:
+    def _caches(self, clips: pd.DataFrame) -> dict[str, tuple[AudioCache, ...]]:
+        """Per machine type, one cache per channel (:attr:`channel_options`)."""
         return {
-            machine: AudioCache.open_or_build(
-                group["path"], self.cache_dir, name=f"{machine}", options=self.decode_options,
+            machine: tuple(AudioCache.open_or_build(
+                group["path"], self.cache_dir, name=f"{machine}", options=options,
                 num_workers=None, progress=self.progress,
-            )
+            ) for options in self.channel_options)
             for machine, group in clips.groupby("machine", sort=True)
         }
 
@@ -278,6 +350,7 @@ class DCASEDataModule(L.LightningDataModule):
         self.class_sections = [section_id[key[:2]] for key in self.label_classes]
         clips["clip_id"] = np.arange(len(clips))
         clips["subset"] = np.where(clips["split"] == "test", "test", "train")
+        clips.loc[(clips["split"] == "supplemental").to_numpy(), "subset"] = "supplemental"
         clips.loc[self._validation_rows(clips), "subset"] = "val"
         meta = {
             "clip_id": clips["clip_id"].to_numpy(),
@@ -289,15 +362,30 @@ class DCASEDataModule(L.LightningDataModule):
             "is_target": clips["machine"].isin(self.machine_types).to_numpy(),
         }
         cache_id = clips["machine"].map({m: i for i, m in enumerate(names)}).to_numpy()
-        cache_row = np.array([caches[m].position(p) for m, p in zip(clips["machine"], clips["path"])])
+        cache_row = np.array([caches[m][0].position(p) for m, p in zip(clips["machine"], clips["path"])])
         self.table = ClipTable(meta, [caches[m] for m in names], cache_id, cache_row)
         self.clips = clips
         self._fit_amplitude_stats()
+        self._collect_noise()
+
+    def _collect_noise(self) -> None:
+        """Noise-only supplemental clips per machine class, int16 ``[N, (channels,) samples]``."""
+        self.noise_bank: dict[int, torch.Tensor] = {}
+        if self.supplemental.get("noise_snr_db") is None:
+            return
+        for i, machine in enumerate(self.machine_names):
+            rows = np.flatnonzero(((self.clips["machine"] == machine) & (self.clips["subset"] == "supplemental")
+                                   & (self.clips["kind"] == "noise")).to_numpy())
+            if len(rows):
+                shortest = int(self.table.lengths[rows].min())
+                self.noise_bank[i] = torch.from_numpy(np.stack([np.asarray(self.table.waveform(r))[..., :shortest]
+                                                                for r in rows]))
 
     def _validation_rows(self, clips: pd.DataFrame) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         train = clips[clips["split"] == "train"]
         chosen: list[int] = []
+        train = train[train["kind"] != "machine"] if "kind" in train else train
         for _, group in train.groupby(["machine", "section", "domain"], sort=True):
             count = int(round(self.val_fraction * len(group)))
             if count and count < len(group):
@@ -343,9 +431,23 @@ class DCASEDataModule(L.LightningDataModule):
         return int(round(float(self.train_crop["seconds"]) * self.decode_options.sample_rate))
 
     @property
+    def crop_context_frames(self) -> int:
+        """Frames of context that each training window of ``train_crop.per_clip: all`` is
+        featurised with and then loses (0 otherwise): ``ceil(n_fft / 2 / hop_length)``. With
+        them a window's first and last frames see the clip's neighbouring samples (or the
+        whole clip's reflect padding at its ends), as the test windows cut from the whole
+        clip's log-mel do; a separately padded crop differs there (on 28 real DCASE 2023
+        clips by 3.0 dB on average, up to 49 dB, in 2 of 64 frames: docs/reproduction.md)."""
+        frontend = self.frontend
+        if self.train_crop.get("per_clip", 1) != "all" or not getattr(frontend, "center", False):
+            return 0
+        return -(-(frontend.n_fft // 2) // frontend.hop_length)
+
+    @property
     def crop_hop_samples(self) -> int | None:
         """Samples between the windows of ``train_crop.per_clip: all`` (``hop`` frames apart
-        give the same frames as the whole clip's log-mel windows ``hop`` frames apart)."""
+        give the whole clip's log-mel windows ``hop`` frames apart, with
+        :attr:`crop_context_frames`)."""
         if "hop" not in self.train_crop:
             return None
         hop = self.train_crop["hop"]
@@ -356,7 +458,8 @@ class DCASEDataModule(L.LightningDataModule):
     def crop_dataset(self, subset: str, random: bool) -> CropDataset:
         """The ``train`` or ``val`` clips as :class:`CropDataset` items per ``train_crop``."""
         return CropDataset(self.table, self.rows(subset), self.crop_samples, random=random, seed=self.seed,
-                           per_clip=self.train_crop.get("per_clip", 1), hop_samples=self.crop_hop_samples)
+                           per_clip=self.train_crop.get("per_clip", 1), hop_samples=self.crop_hop_samples,
+                           context_samples=self.crop_context_frames * getattr(self.frontend, "hop_length", 0))
 
     def _loader(self, dataset, **kwargs) -> DataLoader:
         # own generator: creating a loader iterator must not draw from the global torch RNG,
@@ -373,12 +476,12 @@ class DCASEDataModule(L.LightningDataModule):
         themselves under DDP: ``use_distributed_sampler: false``)."""
         if self.sampler == "same_machine_pairs":  # batch_size pairs, i.e. N per branch
             return SameMachinePairBatchSampler(self.table.meta["machine"].numpy()[dataset.rows], self.batch_size,
-                                               self.seed)
+                                               self.seed, drop_last=self.drop_last)
         if self.sampler == "balanced_classes":
             return ClassBalancedBatchSampler(self.table.meta["class"].numpy()[dataset.rows], self.batch_size, self.seed)
         if self.sampler == "target_vs_outliers":
             return OutlierExposureBatchSampler(self.table.meta["is_target"].numpy()[dataset.rows], self.batch_size,
-                                               self.seed)
+                                               self.seed, drop_last=self.drop_last)
         return ShuffledBatchSampler(len(dataset), self.batch_size, self.seed)
 
     def train_dataloader(self) -> DataLoader:
@@ -418,23 +521,93 @@ class DCASEDataModule(L.LightningDataModule):
                                self.amplitude_std.to(wave.device)[machine])
 
     def featurize(self, wave: torch.Tensor) -> torch.Tensor:
-        """Float waveforms ``[..., samples]`` → features ``[..., n_mels, frames]`` on their device."""
+        """Float training crops ``[..., samples]`` → features ``[..., n_mels, frames]`` on their
+        device, less the crops' :attr:`crop_context_frames` on either side."""
         self.frontend.to(wave.device)
-        return self.frontend(wave)
+        features, context = self.frontend(wave), self.crop_context_frames
+        return features[..., context:features.shape[-1] - context] if context else features
 
     def segment(self, wave: torch.Tensor) -> torch.Tensor:
-        """Whole clips ``[B, samples]`` → model inputs per ``test_segments``."""
+        """Whole clips ``[B, samples]`` → model inputs per ``test_segments``; ``[B, C, samples]``
+        → the same with the C channels in place of the single channel."""
         self.frontend.to(wave.device)
-        return segment_clips(wave, self.frontend, self.test_segments, self.decode_options.sample_rate)
+        if wave.dim() == 2:
+            return segment_clips(wave, self.frontend, self.test_segments, self.decode_options.sample_rate)
+        b, c = wave.shape[:2]
+        out = segment_clips(wave.flatten(0, 1), self.frontend, self.test_segments, self.decode_options.sample_rate)
+        return out.view(b, c, *out.shape[1:]).squeeze(-3).movedim(1, -3)
+
+    def mix_noise(self, wave: torch.Tensor, machine: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+        """Add a noise-only clip of each crop's machine type (normalised like it) at a random SNR.
+
+        Draws (clip, position, SNR, whether to mix) come from ``(seed, epoch, batch number)``:
+        a rerun or a resumed run mixes the same noise into the same crops.
+        """
+        low, high = (float(v) for v in self.supplemental["noise_snr_db"])
+        prob = float(self.supplemental.get("noise_prob", 1.0))
+        rng = np.random.default_rng((self.seed, NOISE_STREAM, *key.tolist()))
+        pool = sorted(self.noise_bank)
+        length = wave.shape[-1]
+        crops = []
+        for m in machine.tolist():  # a machine type without noise clips borrows another's
+            bank = self.noise_bank[m] if m in self.noise_bank else self.noise_bank[pool[int(rng.integers(len(pool)))]]
+            clip = bank[int(rng.integers(len(bank)))]
+            start = int(rng.integers(max(clip.shape[-1] - length, 0) + 1))
+            reps = -(-(start + length) // clip.shape[-1])  # short noise clips wrap around
+            crops.append(clip.repeat(*([1] * (clip.dim() - 1)), reps)[..., start:start + length])
+        snr = torch.from_numpy(rng.uniform(low, high, len(crops))).float()
+        use = torch.from_numpy(rng.random(len(crops)) < prob).float()
+        noise = self.normalize(torch.stack(crops).to(wave.device), machine)
+        dims = tuple(range(1, wave.dim()))
+        rms = lambda x: x.pow(2).mean(dim=dims).sqrt()  # noqa: E731
+        gain = (use * 10.0 ** (-snr / 20.0)).to(wave.device) * rms(wave) / rms(noise).clamp_min(1e-8)
+        return wave + noise * gain.view(-1, *([1] * (wave.dim() - 1)))
+
+    def _model_channel_mode(self) -> str:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        return getattr(model, "channel_mode", "per_channel")
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         batch = dict(batch)
         batch["wave"] = self.normalize(batch["wave"], batch["machine"])
         if batch.get("whole_clip"):
             batch["features"] = self.segment(batch["wave"])
-        else:
+            return batch
+        training = self.trainer is None or self.trainer.training
+        if self.noise_bank and training and batch.get("key") is not None:
+            batch["wave"] = self.mix_noise(batch["wave"], batch["machine"], batch["key"])
+        if batch["wave"].dim() == 2:
             batch["features"] = self.featurize(batch["wave"]).unsqueeze(1)
+            return batch
+        if self._model_channel_mode() == "per_channel":
+            batch = unfold_channels(batch)
+            batch["features"] = self.featurize(batch["wave"]).unsqueeze(1)
+        else:  # paired: [B, C, n_mels, frames] (waveform front end: [B, C, 1, samples])
+            features = self.featurize(batch["wave"])
+            batch["features"] = features if features.dim() == 4 else features.unsqueeze(2)
         return batch
+
+
+def unfold_channels(batch: dict) -> dict:
+    """Training crops ``wave [B, C, samples]`` → one item per channel ``[B * C, samples]``, every
+    per-clip entry repeated. Order: each half of the batch, channel by channel (``[h1 c0, h1 c1,
+    h2 c0, h2 c1]``), so items ``k`` and ``k + B * C / 2`` are still partners of the same pair
+    where the sampler paired ``k`` and ``k + B / 2`` (``same_machine_pairs``); odd batches go
+    channel by channel."""
+    b, c = batch["wave"].shape[:2]
+    halves = 2 if b % 2 == 0 else 1
+    grid = torch.arange(b).view(halves, 1, b // halves).expand(halves, c, b // halves)
+    clip = grid.reshape(-1).to(batch["wave"].device)
+    channel = torch.arange(c).view(1, c, 1).expand(halves, c, b // halves).reshape(-1).to(clip.device)
+    out = {}
+    for name, value in batch.items():
+        if name == "wave":
+            out[name] = value[clip, channel]
+        elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == b and name != "key":
+            out[name] = value[clip]
+        else:
+            out[name] = value
+    return out
 
 
 class DCASE2022DataModule(DCASEDataModule):

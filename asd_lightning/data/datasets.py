@@ -21,24 +21,34 @@ META_COLUMNS = ("clip_id", "machine", "section", "class", "domain", "label", "is
 
 
 class ClipTable:
-    """Integer metadata of every clip plus where its samples live (cache, row)."""
+    """Integer metadata of every clip plus where its samples live (cache, row).
 
-    def __init__(self, meta: dict[str, np.ndarray], caches: list[AudioCache], cache_id: np.ndarray,
+    A cache may be a tuple of caches, one per channel (the same files decoded with another
+    channel, e.g. DCASE 2026's near and far microphones): crops and waveforms are then
+    ``[channels, samples]`` instead of ``[samples]``.
+    """
+
+    def __init__(self, meta: dict[str, np.ndarray], caches: list, cache_id: np.ndarray,
                  cache_row: np.ndarray) -> None:
         self.meta = {k: torch.from_numpy(np.array(v, dtype=np.int64)) for k, v in meta.items()}
-        self.caches = caches
+        self.caches = [tuple(c) if isinstance(c, (tuple, list)) else (c,) for c in caches]
+        self.channels = len(self.caches[0]) if self.caches else 1
         self.cache_id = cache_id
         self.cache_row = cache_row
-        self.lengths = np.array([caches[c].lengths[r] for c, r in zip(cache_id, cache_row)], dtype=np.int64)
+        self.lengths = np.array([self.caches[c][0].lengths[r] for c, r in zip(cache_id, cache_row)], dtype=np.int64)
 
     def item_meta(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.meta.items()}
 
+    def _read(self, i: int, read) -> np.ndarray:
+        parts = [read(cache, int(self.cache_row[i])) for cache in self.caches[self.cache_id[i]]]
+        return parts[0] if len(parts) == 1 else np.stack(parts)
+
     def crop(self, i: int, start: int, length: int) -> np.ndarray:
-        return self.caches[self.cache_id[i]].crop(int(self.cache_row[i]), start, length)
+        return self._read(i, lambda cache, row: cache.crop(row, start, length))
 
     def waveform(self, i: int) -> np.ndarray:
-        return self.caches[self.cache_id[i]].waveform(int(self.cache_row[i]))
+        return self._read(i, lambda cache, row: cache.waveform(row))
 
 
 class CropDataset(Dataset):
@@ -50,14 +60,22 @@ class CropDataset(Dataset):
       positions fixed per item from ``seed`` (``random=False``, validation, so validation losses
       are comparable).
 
+    ``context_samples``: each crop also carries that many samples of the clip on either side
+    (reflected at the clip's ends, as a centred STFT of the whole clip pads it), so that a
+    centred spectrogram of the crop, less its context frames, has exactly the frames of the
+    whole clip's spectrogram at that place (``per_clip="all"`` windows; see
+    :attr:`~asd_lightning.data.datamodule.DCASEDataModule.crop_context_frames`).
+
     Random positions are drawn per batch from ``(seed, epoch, batch number)``, the key the
     training batch samplers attach (:class:`~asd_lightning.data.samplers.KeyedBatch`), so they
     do not depend on the loader workers; a batch without a key draws from torch's RNG.
     """
 
     def __init__(self, table: ClipTable, rows: np.ndarray, crop_samples: int, random: bool = True,
-                 seed: int = 0, per_clip: int | str = 1, hop_samples: int | None = None) -> None:
+                 seed: int = 0, per_clip: int | str = 1, hop_samples: int | None = None,
+                 context_samples: int = 0) -> None:
         self.table = table
+        self.context = int(context_samples)
         self.clip_rows = np.asarray(rows, dtype=np.int64)
         self.crop_samples = int(crop_samples)
         self.seed = seed
@@ -101,12 +119,30 @@ class CropDataset(Dataset):
         items = np.asarray(items, dtype=np.int64)
         rows = self.rows[items]
         starts = self._starts(items, rows, key)
-        wave = np.stack([self.table.crop(r, s, self.crop_samples) for r, s in zip(rows.tolist(), starts.tolist())])
+        wave = np.stack([self._read(r, s) for r, s in zip(rows.tolist(), starts.tolist())])
         index = torch.from_numpy(rows)
-        return {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
+        batch = {"wave": torch.from_numpy(wave), **{k: v[index] for k, v in self.table.meta.items()}}
+        if key is not None:  # the batch's random key, for draws on the device (noise mixing)
+            batch["key"] = torch.tensor([int(k) for k in key], dtype=torch.int64)
+        return batch
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in self.__getitems__([item]).items()}
+
+    def _read(self, row: int, start: int) -> np.ndarray:
+        """The crop at ``start`` with ``context`` samples either side, reflected beyond the clip."""
+        if not self.context:
+            return self.table.crop(row, start, self.crop_samples)
+        n, c = int(self.table.lengths[row]), self.context
+        if n <= self.crop_samples:  # a clip shorter than the crop wraps around (AudioCache.crop)
+            return _pad_time(self.table.crop(row, start, self.crop_samples), c, c)
+        lo, hi = max(start - c, 0), min(start + self.crop_samples + c, n)
+        return _pad_time(self.table.crop(row, lo, hi - lo), lo - start + c, start + self.crop_samples + c - hi)
+
+
+def _pad_time(crop: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Reflect-pad the last (time) axis of a ``[samples]`` or ``[channels, samples]`` crop."""
+    return np.pad(crop, [(0, 0)] * (crop.ndim - 1) + [(before, after)], mode="reflect")
 
 
 def collate_crops(batch: dict | list[dict]) -> dict[str, torch.Tensor]:

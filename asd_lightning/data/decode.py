@@ -7,7 +7,9 @@ Policies (:class:`DecodeOptions`):
 * a sample format other than 16-bit PCM is an error unless ``requantize`` is set (then the
   float samples are rounded to int16, clipping at full scale);
 * multi-channel files keep the ``channel`` policy: ``"first"`` (default, the channel DCASE
-  distributes), ``"mean"`` (average of all channels) or ``"error"``.
+  distributes), ``"mean"`` (average of all channels), ``"error"``, or a channel index (``0``,
+  ``1``, ...; a file with fewer channels is an error). Named channels (DCASE 2026: ``near`` =
+  0, ``far`` = 1) are chosen with the datamodule's ``channels``, which sets this index.
 
 Every failure raises :class:`AudioDecodeError` with the file path in the message.
 """
@@ -34,13 +36,20 @@ class DecodeOptions:
     """How to turn a WAV file into int16 samples at ``sample_rate``."""
 
     sample_rate: int = 16000
-    channel: str = "first"
+    channel: str | int = "first"
     resample: bool = False
     requantize: bool = False
 
     def __post_init__(self) -> None:
-        if self.channel not in ("first", "mean", "error"):
-            raise ValueError(f"channel must be 'first', 'mean' or 'error', got {self.channel!r}")
+        if str(self.channel).isdigit():
+            object.__setattr__(self, "channel", int(self.channel))
+        elif self.channel not in ("first", "mean", "error"):
+            raise ValueError(f"channel must be 'first', 'mean', 'error' or a channel index, got {self.channel!r}")
+
+    @property
+    def channel_index(self) -> int | None:
+        """The channel kept: its index (``first``, and ``error`` on a mono file: 0), None for ``mean``."""
+        return self.channel if isinstance(self.channel, int) else None if self.channel == "mean" else 0
 
     def to_dict(self) -> dict:
         """Plain dict, part of the cache key."""
@@ -102,6 +111,9 @@ def decode(path: str | Path, options: DecodeOptions = DecodeOptions(), info=None
     if info.channels > 1 and options.channel == "error":
         raise AudioDecodeError(f"{path}: has {info.channels} channels, expected mono", key="channel",
                                value="first", purpose="to use its first channel")
+    if isinstance(options.channel, int) and options.channel >= info.channels:
+        raise AudioDecodeError(f"{path}: has {info.channels} channel(s), channel {options.channel} was asked for",
+                               key="channel", value="first", purpose="to use its first channel")
     is_pcm16 = info.subtype == "PCM_16"
     if not is_pcm16 and not options.requantize:
         raise AudioDecodeError(f"{path}: sample format is {info.subtype}, expected 16-bit PCM",
@@ -113,7 +125,7 @@ def decode(path: str | Path, options: DecodeOptions = DecodeOptions(), info=None
         raise AudioDecodeError(f"{path}: decoding failed ({error})") from None
     if data.shape[0] != info.frames:
         raise AudioDecodeError(f"{path}: truncated: header says {info.frames} frames, decoded {data.shape[0]}")
-    samples = data.mean(axis=1) if options.channel == "mean" else data[:, 0]
+    samples = data.mean(axis=1) if options.channel == "mean" else data[:, options.channel_index]
     if not needs_float:
         return np.ascontiguousarray(samples)
     if info.samplerate != options.sample_rate:

@@ -9,6 +9,13 @@ Accepted files (a single CSV or a folder searched recursively):
   the domain comes from the file name.
 * 2020: ``eval_data_list.csv``-style files where a line holding only a machine name starts
   that machine's ``file,label`` rows.
+* 2023 on: the same machine-name blocks with ``anonymised name,full name`` rows
+  (``eval_data_list_2025.csv``: ``section_00_0000.wav,section_00_target_test_anomaly_0012_id_C1.wav``),
+  or ``ground_truth_<machine>_section_<XX>_test.csv`` with full names in the second column (the
+  2024 evaluator's ``ground_truth_attributes/``): the full name gives label, domain and attributes.
+* Attribute correspondence files ``attributes_<XX>_<train|test>_correspondence.csv`` in a folder
+  named after the machine type (header ``source_file_name,target_file_name``: the name with
+  attributes, the ``noAttribute`` name on disk) give clips their hidden attributes.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ import pandas as pd
 
 _NAME = re.compile(
     r"ground_truth_(?P<machine>[^_]+)_(?P<unit>section|id)_(?P<section>\d{2})(?:_(?P<domain>source|target))?_test\.csv"
+)
+_CORRESPONDENCE = re.compile(r"attributes_\d{2}_(?:train|test)_correspondence\.csv")
+_FULL_NAME = re.compile(
+    r"section_\d{2}_(?P<domain>source|target)_(?:train|test)_(?P<label>normal|anomaly)_\d+(?:_(?P<attrs>.*))?"
 )
 LABELS = {0: "normal", 1: "anomaly"}
 DOMAINS = {0: "source", 1: "target"}
@@ -37,11 +48,20 @@ class GroundTruth:
 
     labels: dict[tuple[str, str], str] = field(default_factory=dict)
     domains: dict[tuple[str, str], str] = field(default_factory=dict)
+    attributes: dict[tuple[str, str], str] = field(default_factory=dict)  # attribute string of a clip
 
     def apply(self, index: pd.DataFrame) -> pd.DataFrame:
-        """Fill ``unknown`` labels/domains of ``index`` rows; conflicting labels raise."""
+        """Fill ``unknown`` labels/domains of ``index`` rows and hidden attributes (anonymised or
+        ``noAttribute`` names); conflicting labels raise."""
+        from asd_lightning.data.clip_index import parse_attributes
+
         index = index.copy()
         keys = list(zip(index["machine"], index["file"]))
+        if self.attributes and len(index):
+            found = [self.attributes.get(k) for k in keys]
+            index["attribute_string"] = [f if f is not None else a for a, f in zip(index["attribute_string"], found)]
+            index["attributes"] = [parse_attributes(a) if f is not None else d
+                                   for a, f, d in zip(index["attribute_string"], found, index["attributes"])]
         labels = [self.labels.get(k) for k in keys]
         domains = [self.domains.get(k) for k in keys]
         for i, (row_label, gt_label) in enumerate(zip(index["label"], labels)):
@@ -70,7 +90,7 @@ def _read_labels(path: Path, machine: str, gt: GroundTruth, domain: str | None) 
     for line, row in enumerate(_rows(path), start=1):
         if len(row) < 2:
             raise GroundTruthError(f"{path}, line {line}: expected 'file,label', got {row}")
-        gt.labels[(machine, row[0].strip())] = _code(row[1], LABELS, path, line, "label")
+        _read_row(path, line, machine, row, gt)
         if domain is not None:
             gt.domains[(machine, row[0].strip())] = domain
 
@@ -82,6 +102,25 @@ def _read_domains(path: Path, machine: str, gt: GroundTruth) -> None:
         gt.domains[(machine, row[0].strip())] = _code(row[1], DOMAINS, path, line, "domain")
 
 
+def _read_full_name(path: Path, line: int, machine: str, name: str, full: str, gt: GroundTruth) -> None:
+    """``name`` (anonymised) is the clip ``full`` (``section_00_<domain>_test_<label>_NNNN_<attrs>[.wav]``)."""
+    stem = full[:-4] if full.lower().endswith(".wav") else full
+    match = _FULL_NAME.fullmatch(stem)
+    if match is None:
+        raise GroundTruthError(f"{path}, line {line}: expected a label (0/1) or a full DCASE file name, got {full!r}")
+    key = (machine, name)
+    gt.labels[key], gt.domains[key] = match["label"], match["domain"]
+    gt.attributes[key] = match["attrs"] or ""
+
+
+def _read_row(path: Path, line: int, machine: str, row: list[str], gt: GroundTruth) -> None:
+    value = row[1].strip()
+    if value.lower().startswith("section_") or value.lower().endswith(".wav"):
+        _read_full_name(path, line, machine, row[0].strip(), value, gt)
+    else:
+        gt.labels[(machine, row[0].strip())] = _code(value, LABELS, path, line, "label")
+
+
 def _read_machine_blocks(path: Path, gt: GroundTruth) -> None:
     machine = None
     for line, row in enumerate(_rows(path), start=1):
@@ -90,7 +129,21 @@ def _read_machine_blocks(path: Path, gt: GroundTruth) -> None:
             continue
         if machine is None:
             raise GroundTruthError(f"{path}, line {line}: a machine-name line must come before the rows")
-        gt.labels[(machine, row[0].strip())] = _code(row[1], LABELS, path, line, "label")
+        _read_row(path, line, machine, row, gt)
+
+
+def _read_correspondence(path: Path, gt: GroundTruth) -> None:
+    """``source_file_name,target_file_name``: the name with attributes, the name on disk."""
+    machine = path.parent.name
+    for line, row in enumerate(_rows(path), start=1):
+        if line == 1 and row[0].strip() == "source_file_name":
+            continue
+        if len(row) < 2:
+            raise GroundTruthError(f"{path}, line {line}: expected 'source_file_name,target_file_name', got {row}")
+        match = _FULL_NAME.fullmatch(row[0].strip()[:-4] if row[0].strip().endswith(".wav") else row[0].strip())
+        if match is None:
+            raise GroundTruthError(f"{path}, line {line}: {row[0]!r} is not a DCASE file name")
+        gt.attributes[(machine, row[1].strip())] = match["attrs"] or ""
 
 
 def load_ground_truth(source: str | Path) -> GroundTruth:
@@ -107,6 +160,8 @@ def load_ground_truth(source: str | Path) -> GroundTruth:
         match = _NAME.fullmatch(path.name)
         if match and path.parent.name == "ground_truth_domain":
             domain_files.append((path, match["machine"]))
+        elif _CORRESPONDENCE.fullmatch(path.name):
+            _read_correspondence(path, gt)
         elif match:
             _read_labels(path, match["machine"], gt, match["domain"])
         else:

@@ -124,8 +124,11 @@ class ClassBalancedBatchSampler(ShuffledBatchSampler):
 class SameMachinePairBatchSampler(EpochBatchSampler):
     """Batches of ``pairs`` pairs (``2 * pairs`` items) where items ``k`` and ``k + pairs``
     come from the same machine type: the mixing partners of DG-Mix, so ``pairs`` is the
-    ``N`` of each of its branches. Each batch holds one machine type; every item appears once
-    per epoch as a first partner, its partner is drawn from the whole machine type."""
+    ``N`` of each of its branches. Each batch holds one machine type; its partner is drawn
+    from the whole machine type. With ``drop_last`` a machine type's partial last batch is
+    left out (as :func:`drops_partial` says); without, every item appears exactly once per
+    epoch as a first partner: the partial batch is kept, and a lone remaining item joins the
+    batch before it (a branch of one window has no batch statistics)."""
 
     def __init__(self, machine: np.ndarray, pairs: int, seed: int = 0, drop_last: bool = True) -> None:
         super().__init__(seed)
@@ -139,18 +142,24 @@ class SameMachinePairBatchSampler(EpochBatchSampler):
         _, world = _rank_and_world()
         return drops_partial(self.drop_last, sum(len(g) // self.half for g in self.groups), world)
 
+    def _group_batches(self, size: int, drop: bool) -> int:
+        full, rest = divmod(size, self.half)
+        if drop or rest == 0:
+            return full
+        return full if rest == 1 and full else full + 1  # a lone item joins the batch before it
+
     def _num_batches(self) -> int:
         drop = self._drops_partial()
-        return sum(len(g) // self.half if drop else -(-len(g) // self.half) for g in self.groups)
+        return sum(self._group_batches(len(g), drop) for g in self.groups)
 
     def _batches(self, rng: np.random.Generator) -> list[list[int]]:
         batches, drop = [], self._drops_partial()
         for group in self.groups:
             first = rng.permutation(group)
-            for i in range(0, len(first), self.half):
-                chunk = first[i:i + self.half]
-                if len(chunk) < self.half and drop:
-                    break
+            count = self._group_batches(len(group), drop)
+            for b in range(count):
+                end = len(first) if b == count - 1 and not drop else (b + 1) * self.half
+                chunk = first[b * self.half:end]
                 partners = rng.choice(group, size=len(chunk), replace=len(group) < len(chunk))
                 batches.append(chunk.tolist() + partners.tolist())
         order = rng.permutation(len(batches))

@@ -1,10 +1,12 @@
 """A model bundle: what scoring new recordings of one machine type needs, in one folder.
 
-``bundle.pt`` holds the encoder (the trained method, pickled with its weights), the log-mel
+``bundle.pt`` holds the encoder (the trained method, pickled with its weights; a pre-trained
+encoder's whole backbone and LoRA adapters too, so scoring needs no checkpoint file of the
+user's: ``bundle.json`` names the file they came from and their size), the log-mel
 front end and test segmentation, the decode checks, the machine's amplitude statistics, the
 fitted inlier scorer of every section and the decision threshold; ``bundle.json`` summarises
 them for people; ``config.yaml`` is the Hydra config of the run (when there was one). Loading
-needs this package installed, nothing else.
+needs this package installed (and ``transformers`` / ``peft`` for such encoders), nothing else.
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ def section_from_name(path: str | Path) -> int | None:
     """The section (or 2020 machine ID) in a DCASE file name, None when it has none."""
     match = _SECTION.search(Path(path).name)
     return int(match.group(1)) if match else None
+
+
+def pretrained_weights(encoder: torch.nn.Module) -> dict[str, Any] | None:
+    """Where a pre-trained encoder's weights came from and that ``bundle.pt`` holds them (with
+    their size): the bundle needs no file of the user's to score."""
+    sources = [m.pretrained_source for m in encoder.modules() if getattr(m, "pretrained_source", None)]
+    if not sources:
+        return None
+    size = sum(t.numel() * t.element_size() for t in [*encoder.parameters(), *encoder.buffers()])
+    return {"source": sources[0], "held_in_bundle": True, "megabytes": round(size / 2 ** 20, 1)}
 
 
 @dataclass
@@ -69,7 +81,11 @@ class ModelBundle:
         path = Path(directory) / BUNDLE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: not a model bundle folder")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(f"{path} holds a model that needs the Python package {error.name!r}: install it "
+                                      "(pre-trained encoders: pip install 'asd-lightning[encoders]')") from None
         if state.pop("format_version", None) != FORMAT_VERSION:
             raise ValueError(f"{path} was written by an incompatible version of asd-lightning")
         bundle = cls(**state)
@@ -86,6 +102,7 @@ class ModelBundle:
             "inlier": {s: {"models": [type(m).__name__ for m in sc.models], "aggregation": sc.aggregation,
                            "domains": sc.domains, "zscore": [sc.mean, sc.std], "standardized": sc.center is not None,
                            "sizing": [r.to_dict() for r in sc.sizing]} for s, sc in self.scorers.items()},
+            **({"encoder_weights": weights} if (weights := pretrained_weights(self.encoder)) else {}),
             **self.info,
         }
 

@@ -45,7 +45,8 @@ def normalize_int16(wave: torch.Tensor, mean: torch.Tensor | None = None, std: t
     wave = wave.to(torch.float32, copy=True)
     if mean is None:
         return wave.div_(32768.0)
-    return wave.mul_((1.0 / (32768.0 * std))[:, None]).sub_((mean / std)[:, None])
+    shape = (-1,) + (1,) * (wave.dim() - 1)  # [B, samples] or [B, channels, samples]
+    return wave.mul_((1.0 / (32768.0 * std)).view(shape)).sub_((mean / std).view(shape))
 
 
 def min_clip_samples(test_segments: dict, frontend, sample_rate: int) -> int:

@@ -63,10 +63,18 @@ def join_scores(clips: pd.DataFrame, scores: pd.DataFrame, year: int) -> pd.Data
     if "domain" not in keys:  # 2020/2022+: the domain comes from the dataset (file name or ground truth)
         scores = scores.drop(columns="domain", errors="ignore")
     merged = clips.merge(scores, on=keys, how="outer", indicator=True, validate="one_to_one")
+    extra = merged[merged["_merge"] == "right_only"]
+    moved = extra[["machine", "section", "file"]].merge(clips[["machine", "section", "file"]], on=["machine", "file"],
+                                                        suffixes=("", "_clip"))
+    if len(moved):
+        r = moved.iloc[0]
+        raise ValueError(f"{len(moved)} scored file(s) are in another section's file, e.g. {r.machine}/{r.file} "
+                         f"is scored in section {int(r.section):02d}'s file but is a test clip of section "
+                         f"{int(r.section_clip):02d}: its row belongs in that section's anomaly_score / "
+                         "decision_result file")
     missing = merged[merged["_merge"] == "left_only"]
     if len(missing):
         raise ValueError(_listing(missing, "test clip(s) have no score"))
-    extra = merged[merged["_merge"] == "right_only"]
     if len(extra):
         raise ValueError(_listing(extra, "scored file(s) are not test clips of the dataset"))
     unknown = merged[(merged["label"] == "unknown") | (merged["domain"] == "unknown")]

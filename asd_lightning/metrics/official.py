@@ -8,7 +8,8 @@ Scores are "higher = more anomalous"; pAUC is sklearn's McClish-standardised par
 * 2021: per (machine, section, domain) AUC and pAUC on that domain's own test clips;
   arithmetic and harmonic means per column; official score = one harmonic mean over all AUC
   and pAUC values.
-* 2022 and later: per (machine, section) AUC(source) on source normals plus *all* anomalies of
+* 2022 and later (the 2023, 2024 and 2025 evaluators alike, each machine type with section 00
+  only; 2026 assumed the same): per (machine, section) AUC(source) on source normals plus *all* anomalies of
   the section, AUC(target) likewise with target normals, pAUC on every clip of the section;
   official score = one harmonic mean over all AUC(source), AUC(target) and pAUC values.
   ``pauc_source``/``pauc_target`` (same subsets as the AUCs) are informative only.
@@ -28,6 +29,8 @@ import pandas as pd
 import scipy.stats
 from sklearn.metrics import roc_auc_score
 
+from asd_lightning.data.years import year_facts
+
 EPS = sys.float_info.epsilon
 MAX_FPR = 0.1
 DECISION_METRICS = ["precision", "recall", "f1"]
@@ -41,10 +44,12 @@ _STAT_NAMES = {"hmean": "harmonic mean", "amean": "arithmetic mean"}
 
 
 def scheme(year: int) -> int:
-    """Map a challenge year onto its scoring rules: 2020, 2021, or 2022 (2022 and later)."""
+    """Map a challenge year onto its scoring rules: 2020, 2021, or 2022 (2022 and later: the
+    2023-2025 evaluators score each machine type's section 00 the same way; the year's
+    ``scoring`` in :mod:`asd_lightning.data.years`)."""
     if int(year) < 2020:
         raise ValueError(f"DCASE Task 2 scores are defined from 2020 on, got year {year}")
-    return min(int(year), 2022)
+    return year_facts(year).scoring
 
 
 def score_columns(year: int) -> list[str]:

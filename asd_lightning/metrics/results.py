@@ -2,14 +2,18 @@
 
 Every scored run (a trained method's test, ``asd-eval``, ``asd-fuse``) writes the same folder:
 ``anomaly_score_*`` / ``decision_result_*`` CSVs, ``decision_thresholds.csv``, ``scores.csv`` /
-``scores.json`` (when test clips are labelled) and ``clip_scores.csv``: one row per test and fit
-clip with its metadata and score, what score fusion reads. The decision threshold follows the
+``scores.json`` (when test clips are labelled), ``clip_scores.csv``: one row per test and fit
+clip with its metadata and score, what score fusion reads, and ``data.json``: the data root and a
+fingerprint of the scored test clips (their paths, sizes and modification times per machine
+type), by which score fusion tells runs on other data apart. The decision threshold follows the
 official baselines: per machine type, the ``decision_quantile`` quantile of a gamma distribution
 fitted to the scores of that machine's fit (training) clips.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ from asd_lightning.metrics.submission import write_submission
 log = logging.getLogger(__name__)
 
 CLIP_SCORES = "clip_scores.csv"
+DATA_RECORD = "data.json"
 CLIP_COLUMNS = ["year", "machine", "section", "domain", "label", "split", "file", "score"]
 
 
@@ -38,6 +43,7 @@ class ScoredRun:
     fit: pd.DataFrame
     thresholds: dict[str, float]
     report: ScoreReport | None
+    data: dict | None = None  # the data root and fingerprint (:func:`data_record`)
 
     def save(self, out_dir: str | Path) -> Path:
         """Write the run's files into ``out_dir``; returns it."""
@@ -49,7 +55,25 @@ class ScoredRun:
             out_dir / CLIP_SCORES, index=False)
         if self.report is not None:
             self.report.save(out_dir)
+        if self.data is not None:
+            (out_dir / DATA_RECORD).write_text(json.dumps(self.data, indent=2) + "\n")
         return out_dir
+
+
+def data_record(root: str | Path, test: pd.DataFrame) -> dict:
+    """The data a run scored: its root and, per machine type, a fingerprint of its test clips
+    (``path`` relative to the root, size and modification time of each file)."""
+    root = Path(root).expanduser().resolve()
+    fingerprint = {}
+    for machine, group in test.groupby("machine", sort=True):
+        digest = hashlib.sha1()
+        for path in sorted(group["path"].astype(str)):
+            stat = Path(path).stat()
+            name = Path(path).resolve()
+            name = name.relative_to(root) if name.is_relative_to(root) else name
+            digest.update(f"{name.as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        fingerprint[str(machine)] = digest.hexdigest()
+    return {"root": str(root), "test_clips": fingerprint}
 
 
 def decision_threshold(machine: str, fit_scores: np.ndarray, quantile: float) -> float:

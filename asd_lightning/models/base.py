@@ -4,6 +4,14 @@ Everything else is here: optimiser and LR schedule construction from Hydra parti
 schedule sized from ``trainer.estimated_stepping_batches``), and the test step that turns
 whole-clip batches into clip scores (methods that score directly, e.g. the autoencoder) or
 clip embeddings (methods scored by an inlier model).
+
+Several microphones (``data.channels=both``): a method's ``channel_mode`` says how it uses
+them. ``per_channel`` (every method unless it says otherwise): each channel is its own input
+to the same networks; training crops come unfolded (one item per channel), a clip's embedding
+is the channels' embeddings concatenated (``[B, S, C * D]``, what the inlier model scores) and
+a directly scored clip gets the mean of its channels' scores. ``paired``: the method's
+``training_step`` gets both channels together (``[B, C, n_mels, frames]``) and its ``embed``
+takes ``[N, C, n_mels, frames]``.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ class ASDMethod(L.LightningModule):
 
     # -- shared ------------------------------------------------------------------
     class_head: str | None = None  # attribute holding build_class_head's module, if any
+    channel_mode: str = "per_channel"  # how several channels are used (module docstring)
     training_free: bool = False  # nothing to fit (e.g. the log-mel statistics floor): asd-train only tests
 
     def init_class_head(self, num_classes: int | None) -> None:
@@ -99,17 +108,39 @@ class ASDMethod(L.LightningModule):
                              "types, sections and data.labels it was trained on")
 
     def segment_embeddings(self, features: torch.Tensor) -> torch.Tensor:
-        """Segmented clips ``[B, S, 1, M, T]`` (or whole ``[B, 1, M, T]``) → ``[B, S, D]`` float32."""
+        """Segmented clips ``[B, S, C, M, T]`` (or whole ``[B, C, M, T]``) → ``[B, S, D]`` float32;
+        with ``per_channel`` and C > 1 each channel is embedded alone, then concatenated."""
         if features.dim() == 4:
             features = features[:, None]
-        b, s = features.shape[:2]
-        return self.embed(features.flatten(0, 1)).float().view(b, s, -1)
+        b, s, c = features.shape[:3]
+        if c > 1 and self.channel_mode == "per_channel":
+            features = features.reshape(b * s * c, 1, *features.shape[3:])
+        return self.embed(features.flatten(0, 1) if features.dim() == 5 else features).float().view(b, s, -1)
+
+    def channel_clip_scores(self, batch: dict) -> torch.Tensor | None:
+        """:meth:`clip_scores` of a batch; a ``per_channel`` method's scores of several channels
+        are the mean of each channel scored alone."""
+        features = batch["features"]
+        c = features.shape[-3]
+        if c == 1 or self.channel_mode != "per_channel":
+            return self.clip_scores(batch)
+        b = features.shape[0]
+        per_channel = dict(batch)
+        # [B, (S,) C, M, T] -> [B * C, (S,) 1, M, T]; wave [B, C, samples] -> [B * C, samples]
+        per_channel["features"] = features.movedim(-3, 1).reshape(b * c, *features.shape[1:-3], 1,
+                                                                   *features.shape[-2:])
+        per_channel["wave"] = batch["wave"].flatten(0, 1)
+        for name in ("machine", "section", "class", "domain", "label", "clip_id", "is_target"):
+            if name in batch:
+                per_channel[name] = batch[name].repeat_interleave(c)
+        scores = self.clip_scores(per_channel)
+        return None if scores is None else scores.view(b, c).mean(dim=1)
 
     def test_step(self, batch: dict, batch_idx: int) -> dict[str, torch.Tensor]:
         """``clip_id`` plus the clip ``score`` of methods that score directly, else (or when an
         inlier model scores, ``score_by_embeddings``) the ``segment_embeddings`` ``[B, S, D]``."""
         out = {"clip_id": batch["clip_id"]}
-        scores = None if self.score_by_embeddings else self.clip_scores(batch)
+        scores = None if self.score_by_embeddings else self.channel_clip_scores(batch)
         if scores is not None:
             out["score"] = scores.float()
         else:
@@ -120,8 +151,18 @@ class ASDMethod(L.LightningModule):
         return self.test_step(batch, batch_idx)
 
     def optimizer_params(self) -> list:
-        """What the optimiser gets: the trainable parameters (or parameter groups)."""
-        return [p for p in self.parameters() if p.requires_grad]
+        """What the optimiser gets: the trainable parameters, or parameter groups when a submodule
+        sets its own rates (``parameter_groups(lr)``: a pre-trained encoder's layer-wise rates)."""
+        grouped = [m for m in self.children() if callable(getattr(m, "parameter_groups", None))]
+        if not grouped:
+            return [p for p in self.parameters() if p.requires_grad]
+        lr = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+        if lr is None:
+            raise ValueError("layer-wise learning rates need model.optimizer.lr")
+        groups = [g for m in grouped for g in m.parameter_groups(lr)]
+        seen = {id(p) for g in groups for p in g["params"]}
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
+        return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

@@ -14,7 +14,11 @@ section-ID fine-tuning (sections 3.3-3.5).
   divergence to the mixed class labels plus ``γ`` times the consistency term on the encoder
   embeddings. Scored by 1-NN on clip-mean embeddings (inlier callback).
 
-The three branches run as one concatenated batch (one kernel launch per layer on the GPU).
+Each branch runs through the networks as its own batch, so batch norm normalises X, X′ and
+X_λ (VICReg's two views; fine-tuning's clean and mixed windows) each by its own statistics, as
+VICReg's official code runs each view separately. ``joint_branches=True`` runs them as one
+concatenated batch instead (one kernel launch per layer; the statistics are then pooled over
+the branches, so a branch's output depends on the others' content).
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ from asd_lightning.models.components.mixup import beta_lambdas, blend, mix, part
 from asd_lightning.models.components.spec_augment import SpecAugment
 from asd_lightning.models.components.vicreg_terms import consistency, covariance, invariance, variance
 from asd_lightning.optim.lars import exclude_bias_and_norm
+
+
+def run_branches(network, views: tuple[torch.Tensor, ...], joint: bool = False) -> list[torch.Tensor]:
+    """Each of ``views`` through ``network``: one forward pass per view (per-branch batch-norm
+    statistics), or with ``joint`` one pass over their concatenation (pooled statistics)."""
+    if joint:
+        return list(network(torch.cat(views)).chunk(len(views)))
+    return [network(view) for view in views]
 
 
 def expander(in_dim: int = 320, width: int = 1280, layers: int = 3, norm_last: bool = False) -> nn.Sequential:
@@ -61,9 +73,9 @@ class _Pretrain(ASDMethod):
         return exclude_bias_and_norm(self)
 
     def project(self, *views: torch.Tensor) -> list[torch.Tensor]:
-        """Each view through encoder and expander, as one batch."""
-        z = self.expander(self.encoder(torch.cat(views)))
-        return list(z.float().chunk(len(views)))
+        """Each view through encoder and expander (:func:`run_branches`, ``joint_branches``)."""
+        z = run_branches(lambda v: self.expander(self.encoder(v)), views, self.hparams.get("joint_branches", False))
+        return [branch.float() for branch in z]
 
     def regularisers(self, z: torch.Tensor, z_other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return variance(z) + variance(z_other), covariance(z) + covariance(z_other)
@@ -93,12 +105,15 @@ class DGMixPretrain(_Pretrain):
         consistency_reduction: ``mean`` over batch and dimensions (default: the scale of
             VICReg's invariance term, for which the paper took γ = 25 unchanged) or ``sum``
             over dimensions as eq. 1 is written (1280 times larger).
+        joint_branches: run X, X′ and X_λ as one batch (pooled batch-norm statistics; faster)
+            instead of one pass each.
     """
 
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  consistency_weight: float = 25.0, variance_weight: float = 25.0, covariance_weight: float = 1.0,
                  mixup_alpha: float = 0.5, expander_width: int = 1280, expander_layers: int = 3,
-                 expander_norm_last: bool = False, consistency_reduction: str = "mean") -> None:
+                 expander_norm_last: bool = False, consistency_reduction: str = "mean",
+                 joint_branches: bool = False) -> None:
         super().__init__(encoder, optimizer, scheduler, expander_width, expander_layers, expander_norm_last)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler"], logger=False)
 
@@ -125,12 +140,13 @@ class VICRegPretrain(_Pretrain):
     same pair batches from the same sampler and takes their first halves, the windows DG-Mix
     calls ``X``, so both methods see the same ``N`` windows per branch, the same number of
     steps and the same schedule; ``pair_batches=False`` uses every window of the batch.
+    ``joint_branches``: both views as one batch (pooled batch-norm statistics).
     """
 
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  invariance_weight: float = 25.0, variance_weight: float = 25.0, covariance_weight: float = 1.0,
                  augment: nn.Module | None = None, expander_width: int = 1280, expander_layers: int = 3,
-                 expander_norm_last: bool = False, pair_batches: bool = True) -> None:
+                 expander_norm_last: bool = False, pair_batches: bool = True, joint_branches: bool = False) -> None:
         super().__init__(encoder, optimizer, scheduler, expander_width, expander_layers, expander_norm_last)
         self.save_hyperparameters(ignore=["encoder", "optimizer", "scheduler", "augment"], logger=False)
         self.augment = augment if augment is not None else SpecAugment()
@@ -176,6 +192,8 @@ class SectionIDFinetune(ASDMethod):
             ``mean`` (squared error averaged over the 320 dimensions) or ``sum`` (eq. 1 as written).
         mixup_alpha: Beta parameter of ``λ``; ``mixup_partner``: ``section`` (a window of the
             same section, either domain) or ``any`` (any window of the batch).
+        joint_branches: the clean and the mixed windows through the encoder as one batch
+            (pooled batch-norm statistics) instead of one pass each.
     """
 
     class_head = "classifier"
@@ -183,7 +201,7 @@ class SectionIDFinetune(ASDMethod):
     def __init__(self, encoder: nn.Module | None = None, optimizer=None, scheduler=None,
                  num_classes: int | None = None, encoder_ckpt: str | None = None, hidden: int = 128,
                  consistency_weight: float = 1.0, mixup_alpha: float = 0.5, mixup_partner: str = "section",
-                 consistency_reduction: str = "mean") -> None:
+                 consistency_reduction: str = "mean", joint_branches: bool = False) -> None:
         super().__init__(optimizer, scheduler)
         if mixup_partner not in ("section", "any"):
             raise ValueError(f"mixup_partner must be 'section' or 'any', got {mixup_partner!r}")
@@ -216,8 +234,8 @@ class SectionIDFinetune(ASDMethod):
         if lam is None:
             lam = beta_lambdas(n, self.hparams.mixup_alpha, features.device)
         y = F.one_hot(classes.long(), self.classifier[-1].out_features).float()
-        emb = self.encoder(torch.cat([features, mix(features, partner, lam)])).float()
-        e, e_mixed = emb.chunk(2)
+        e, e_mixed = (branch.float() for branch in run_branches(
+            self.encoder, (features, mix(features, partner, lam)), self.hparams.joint_branches))
         log_p = F.log_softmax(self.classifier(e_mixed).float(), dim=1)
         kl = F.kl_div(log_p, mix(y, partner, lam), reduction="batchmean")
         s = consistency(e_mixed, e, e[partner], lam, self.hparams.consistency_reduction)

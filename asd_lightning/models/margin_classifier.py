@@ -9,7 +9,10 @@ AdaCos with one sub-cluster, or :class:`~asd_lightning.models.components.adaproj
 fixed class centres or subspaces trains it to tell the classes of ``data.labels`` apart: the
 sections, or the attribute combinations within them (all machine types in one model, as the
 authors do). Mixup on the waveforms with probability ``mixup_prob`` per sample, ``λ ~ Beta(α, α)``
-(``α = 1``: uniform, as the authors' code), labels mixed alike.
+(``α = 1``: uniform, as the authors' code); the labels by the authors' rule, the elementwise
+maximum ``max(λ y, (1 − λ) y′)`` of the weighted one-hots (``mixup_labels=max``; ``blend``:
+``λ y + (1 − λ) y′``). Weight decay (the authors' L2) reaches only the convolution and dense
+kernels, not biases or batch-norm parameters.
 
 Scoring is not the classifier's: the inlier callback scores the embeddings by their cosine
 distance to the nearest training embeddings of the clip's section, with one bank per domain and
@@ -26,6 +29,7 @@ from torch import nn
 
 from asd_lightning.models.base import ASDMethod
 from asd_lightning.models.components.mixup import beta_lambdas, mix
+from asd_lightning.optim.lars import exclude_bias_and_norm
 
 
 class MarginClassifier(ASDMethod):
@@ -38,15 +42,20 @@ class MarginClassifier(ASDMethod):
         num_classes: classes; None = from the datamodule (``data.labels``).
         mixup_prob: share of the samples of a training batch that are mixed up (0 = none).
         mixup_alpha: ``α`` of ``λ ~ Beta(α, α)``.
+        mixup_labels: ``max`` (the authors' code: elementwise maximum of the weighted one-hots,
+            so a mix of one class keeps ``max(λ, 1 − λ)``) or ``blend`` (``λ y + (1 − λ) y′``).
     """
 
     class_head = "margin"
 
     def __init__(self, encoder: nn.Module, loss: Callable[..., nn.Module], optimizer=None, scheduler=None,
-                 num_classes: int | None = None, mixup_prob: float = 1.0, mixup_alpha: float = 1.0) -> None:
+                 num_classes: int | None = None, mixup_prob: float = 1.0, mixup_alpha: float = 1.0,
+                 mixup_labels: str = "max") -> None:
         super().__init__(optimizer, scheduler)
         if not 0.0 <= mixup_prob <= 1.0:
             raise ValueError(f"mixup_prob must be in [0, 1], got {mixup_prob}")
+        if mixup_labels not in ("max", "blend"):
+            raise ValueError(f"mixup_labels must be 'max' or 'blend', got {mixup_labels!r}")
         self.save_hyperparameters(ignore=["encoder", "loss", "optimizer", "scheduler"], logger=False)
         self.encoder = encoder
         self.loss_factory = loss
@@ -61,6 +70,10 @@ class MarginClassifier(ASDMethod):
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         return self.encoder(features)
+
+    def optimizer_params(self) -> list:
+        """Weight decay on convolution and dense kernels only (the authors' L2 regulariser)."""
+        return exclude_bias_and_norm(self)
 
     def labels(self, batch: dict) -> torch.Tensor:
         """One-hot class labels ``[N, C]`` of a batch."""
@@ -78,7 +91,10 @@ class MarginClassifier(ASDMethod):
         lam = beta_lambdas(n, self.hparams.mixup_alpha, features.device)
         lam = torch.where(torch.rand(n, device=features.device) < self.hparams.mixup_prob, lam, torch.ones_like(lam))
         partner = torch.randperm(n, device=features.device)
-        return mix(features, partner, lam), mix(y, partner, lam)
+        if self.hparams.mixup_labels == "blend":
+            return mix(features, partner, lam), mix(y, partner, lam)
+        weight = lam[:, None].to(y.dtype)
+        return mix(features, partner, lam), torch.maximum(weight * y, (1 - weight) * y[partner])
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         features, y = self.mixed(batch["features"], self.labels(batch))

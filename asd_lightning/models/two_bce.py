@@ -39,6 +39,7 @@ from asd_lightning.models.components.mixup import beta_lambdas, mix
 OUTLIER_TARGETS = ("ignore", "zeros")
 PRODUCT_WEIGHTINGS = ("target_present", "t")
 MIXUP_ON = ("wave", "features")
+INLIER_INPUTS = ("embedding", "authors")
 
 
 def machine_loss(machine_logits: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -67,6 +68,10 @@ class TwoBCEOutlierExposure(ASDMethod):
             ``target_present`` (weight 1 where the mixed ``t > 0``: the paper) or ``t``.
         mixup_alpha, mixup_prob, mixup_prob_end, mixup_on: mixup settings (``mixup_prob: 0``
             turns it off).
+        inlier_input: what :meth:`embed` gives the inlier model: ``embedding`` (``e``, the
+            paper's ``h(f(x))``) or ``authors`` (the authors' code's default input: the machine
+            logit, ``‖e‖ / D``, the ``K`` product logits and ``e``; 136 dimensions with DCASE
+            2021's six sections).
     """
 
     class_head = "g_product"
@@ -74,7 +79,7 @@ class TwoBCEOutlierExposure(ASDMethod):
     def __init__(self, encoder: nn.Module, optimizer=None, scheduler=None, num_classes: int | None = None,
                  product_weight: float = 10.0, machine_weight: float = 1.0, outlier_product_targets: str = "ignore",
                  product_weighting: str = "target_present", mixup_alpha: float = 0.2, mixup_prob: float = 1.0, mixup_prob_end: float | None = None,
-                 mixup_on: str = "wave") -> None:
+                 mixup_on: str = "wave", inlier_input: str = "embedding") -> None:
         super().__init__(optimizer, scheduler)
         if outlier_product_targets not in OUTLIER_TARGETS:
             raise ValueError(f"outlier_product_targets must be one of {OUTLIER_TARGETS}, got {outlier_product_targets!r}")
@@ -82,6 +87,8 @@ class TwoBCEOutlierExposure(ASDMethod):
             raise ValueError(f"product_weighting must be one of {PRODUCT_WEIGHTINGS}, got {product_weighting!r}")
         if mixup_on not in MIXUP_ON:
             raise ValueError(f"mixup_on must be one of {MIXUP_ON}, got {mixup_on!r}")
+        if inlier_input not in INLIER_INPUTS:
+            raise ValueError(f"inlier_input must be one of {INLIER_INPUTS}, got {inlier_input!r}")
         for name, p in (("mixup_prob", mixup_prob), ("mixup_prob_end", mixup_prob_end)):
             if p is not None and not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -97,7 +104,13 @@ class TwoBCEOutlierExposure(ASDMethod):
 
     # -- the method ----------------------------------------------------------------
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return self.encoder(features)
+        """The inlier model's input (``inlier_input``)."""
+        embedding = self.encoder(features)
+        if self.hparams.inlier_input == "embedding":
+            return embedding
+        machine_logits, product_logits = self.heads(embedding)
+        norm = embedding.float().norm(dim=1, keepdim=True) / embedding.shape[1]
+        return torch.cat([machine_logits[:, None], norm, product_logits, embedding.float()], dim=1)
 
     def heads(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Machine-type logits ``[N]`` (affine map of ``‖e‖² / D``) and product logits ``[N, K]``."""
@@ -123,7 +136,7 @@ class TwoBCEOutlierExposure(ASDMethod):
         return self.hparams.machine_weight * l_machine + self.hparams.product_weight * l_product
 
     def loss(self, features: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        machine_logits, product_logits = self.heads(self.embed(features))
+        machine_logits, product_logits = self.heads(self.encoder(features))
         l_machine = machine_loss(machine_logits, t)
         l_product = product_loss(product_logits, y, self.product_weights(t))
         return {"loss": self.total(l_machine, l_product), "machine": l_machine, "product": l_product}
@@ -168,7 +181,7 @@ class TwoBCEOutlierExposure(ASDMethod):
         product BCE sum and its normaliser (K · Σ weights): summed over the epoch, then
         :meth:`loss_from_sums`."""
         t, y = self.targets(batch)
-        machine_logits, product_logits = self.heads(self.embed(batch["features"]))
+        machine_logits, product_logits = self.heads(self.encoder(batch["features"]))
         bce = F.binary_cross_entropy_with_logits(machine_logits, t, reduction="none")
         weights = self.product_weights(t)
         product = F.binary_cross_entropy_with_logits(product_logits, y, reduction="none").sum(dim=1)
@@ -197,8 +210,8 @@ class TwoBCEOutlierExposure(ASDMethod):
         """Without an inlier model (ablation): 1 − mean over segments of the clip's section
         probability (the largest of its section's classes)."""
         own = self.classes_of_sections(batch["section"].long())
-        embeddings = self.segment_embeddings(batch["features"])
-        b, s = embeddings.shape[:2]
-        _, logits = self.heads(embeddings.flatten(0, 1))
+        features = batch["features"] if batch["features"].dim() == 5 else batch["features"][:, None]
+        b, s = features.shape[:2]
+        _, logits = self.heads(self.encoder(features.flatten(0, 1)).float())
         p = logits.sigmoid().masked_fill(~own.repeat_interleave(s, dim=0), 0.0).max(dim=1).values.view(b, s)
         return 1.0 - p.mean(dim=1)

@@ -15,17 +15,27 @@ def mean_above_median(scores: torch.Tensor) -> torch.Tensor:
     return (scores * keep).sum(dim=-1) / keep.sum(dim=-1)
 
 
+def mean_below_median(scores: torch.Tensor) -> torch.Tensor:
+    """Mean of the ``ceil(S / 2)`` lowest of ``S`` segment scores: the least anomalous half (10
+    crops: the 5 lowest). The two-BCE authors' code scores a clip this way: it averages the upper
+    half of the crops' GMM log-likelihoods (``sorted(ll)[S // 2:]``) and negates it; on negative
+    log-likelihoods that is this mean (see ``conf/experiment/two_bce.yaml``)."""
+    lowest = scores.sort(dim=-1).values[..., : (scores.shape[-1] + 1) // 2]
+    return lowest.mean(dim=-1)
+
+
 AGGREGATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "mean": lambda s: s.mean(dim=-1),
     "max": lambda s: s.max(dim=-1).values,
     "median": lambda s: s.quantile(0.5, dim=-1),
     "mean_above_median": mean_above_median,
+    "mean_below_median": mean_below_median,
 }
 
 
 def aggregate_segments(scores, how: str = "mean") -> torch.Tensor:
-    """``[B, S]`` segment scores → ``[B]`` clip scores by ``mean``, ``max``, ``median`` or
-    ``mean_above_median``."""
+    """``[B, S]`` segment scores → ``[B]`` clip scores by ``mean``, ``max``, ``median``,
+    ``mean_above_median`` or ``mean_below_median``."""
     if how not in AGGREGATORS:
         raise ValueError(f"unknown aggregation {how!r}; choose from {', '.join(AGGREGATORS)}")
     scores = torch.as_tensor(scores, dtype=torch.float64)

@@ -13,27 +13,87 @@ in-sample, which makes their z-scores of test clips larger. The weights can make
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from asd_lightning.metrics.results import CLIP_COLUMNS, CLIP_SCORES, ScoredRun, score_run
+from asd_lightning.metrics.results import CLIP_COLUMNS, CLIP_SCORES, DATA_RECORD, ScoredRun, score_run
+from asd_lightning.utils.errors import UserError
 
 KEY = ["machine", "section", "file"]
 
 
+FUSION_RECORD = "fusion.json"  # what makes a folder a fused result (asd-fuse --out)
+
+
+def is_run_folder(folder: Path) -> bool:
+    """A training / evaluation run's folder (its scores are in ``submission/``)."""
+    return (folder / ".hydra").is_dir() or (folder / "submission" / CLIP_SCORES).is_file()
+
+
+def is_fused(folder: Path) -> bool:
+    """A folder asd-fuse wrote: ``fusion.json`` next to the fused scores."""
+    return (folder / FUSION_RECORD).is_file()
+
+
 def clip_scores_file(run: str | Path) -> Path:
-    """``clip_scores.csv`` of a run folder, its ``submission/`` folder, or the file itself."""
+    """``clip_scores.csv`` of a run folder (always its ``submission/``), of a fused result
+    folder, of a run's ``submission/`` folder, or the file itself."""
     run = Path(run)
-    for path in (run, run / CLIP_SCORES, run / "submission" / CLIP_SCORES):
+    if run.is_file():
+        return run
+    if is_run_folder(run) and not is_fused(run):
+        candidates = [run / "submission" / CLIP_SCORES]  # never a stray file at the run's top level
+    else:
+        candidates = [run / CLIP_SCORES]
+    for path in candidates:
         if path.is_file():
             return path
     if not run.exists():
         raise FileNotFoundError(f"{run}: no such run folder")
     raise FileNotFoundError(f"{run}: no {CLIP_SCORES} here or in submission/ (runs scored before score "
                             "fusion existed do not save one: score the checkpoint again with asd-eval)")
+
+
+def check_output_folder(out: str | Path) -> None:
+    """Refuse an output folder that holds a run's results (a run folder, its ``submission/``):
+    fused scores go into a folder of their own (an earlier fused result may be replaced)."""
+    out = Path(out)
+    if is_fused(out) or not out.exists():
+        return
+    if is_run_folder(out) or (out.name == "submission" and is_run_folder(out.parent)):
+        raise UserError(f"--out {out} is a run's folder; fused scores there would overwrite or be mistaken for "
+                        "the run's own: pass --out <a new folder>")
+    taken = [name for name in (CLIP_SCORES, "scores.json", "scores.csv") if (out / name).exists()]
+    if taken:
+        raise UserError(f"--out {out} already holds {', '.join(taken)} of a run (no {FUSION_RECORD}), which "
+                        "fusing there would overwrite: pass --out <a new folder>")
+
+
+def read_data_record(run: str | Path) -> dict | None:
+    """The data root and fingerprint saved next to a run's ``clip_scores.csv`` (None for runs
+    scored before they were recorded)."""
+    path = clip_scores_file(run).with_name(DATA_RECORD)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def check_same_data(names: Sequence[str], records: Sequence[dict | None]) -> list[str]:
+    """Raise when two runs scored test clips of another dataset (their fingerprints differ for a
+    machine type both scored); returns warnings for runs that recorded no data."""
+    warnings = [f"{name} records no data fingerprint ({DATA_RECORD}; scored by an older version): it is assumed "
+                "to have scored the same data" for name, record in zip(names, records) if record is None]
+    known = [(n, r) for n, r in zip(names, records) if r is not None]
+    for name, record in known[1:]:
+        first, reference = known[0]
+        for machine in sorted(record["test_clips"].keys() & reference["test_clips"].keys()):
+            if record["test_clips"][machine] != reference["test_clips"][machine]:
+                raise UserError(f"{name} scored other data than {first}: the {machine} test clips under "
+                                f"{record['root']} and {reference['root']} differ (names, sizes or modification "
+                                "times); fuse runs on the same data")
+    return warnings
 
 
 def read_clip_scores(run: str | Path) -> pd.DataFrame:

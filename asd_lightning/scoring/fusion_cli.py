@@ -8,7 +8,10 @@ Examples::
 Each run folder (or its ``submission/`` folder) must hold ``clip_scores.csv``; the runs must have
 scored the same test clips. The output folder gets what any run's ``submission/`` holds
 (submission CSVs, decision thresholds, clip scores, the official table when the test clips are
-labelled) plus ``fusion.json`` naming the runs and weights.
+labelled) plus ``fusion.json`` naming the runs and weights, which makes it a fused result:
+``asd-fuse`` reads it as one (a run folder is always read from its ``submission/``) and never
+writes into a run's folder. Runs must have scored the same data (``data.json``: root and test
+clips' fingerprint); a run given twice is fused twice, with a warning.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Sequence
+
+from asd_lightning.utils.errors import EXIT_USER_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,21 +40,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; 0 on success, 2 on any error (one line on stderr)."""
     args = _parser().parse_args(argv)
     try:
-        from asd_lightning.scoring.fusion import clip_scores_file, fuse, read_clip_scores
+        from asd_lightning.scoring.fusion import (FUSION_RECORD, check_output_folder, check_same_data,
+                                                  clip_scores_file, fuse, read_clip_scores, read_data_record)
 
+        check_output_folder(args.out)
         tables = [read_clip_scores(run) for run in args.runs]
-        run = fuse(tables, args.weights, names=args.runs, decision_quantile=args.decision_quantile)
-        out = run.save(args.out)
         sources = [str(clip_scores_file(r).resolve()) for r in args.runs]
+        for i, source in enumerate(sources):
+            if source in sources[:i]:
+                print(f"asd-fuse: warning: {args.runs[i]} is the same run as {args.runs[sources.index(source)]} "
+                      f"({source}); it is fused twice", file=sys.stderr)
+        records = [read_data_record(r) for r in args.runs]
+        for warning in check_same_data(args.runs, records):
+            print(f"asd-fuse: warning: {warning}", file=sys.stderr)
+        run = fuse(tables, args.weights, names=args.runs, decision_quantile=args.decision_quantile)
+        run.data = next((r for r in records if r is not None), None)
+        out = run.save(args.out)
         weights = args.weights or [1.0] * len(args.runs)
-        (out / "fusion.json").write_text(json.dumps({"runs": sources, "weights": weights,
+        (out / FUSION_RECORD).write_text(json.dumps({"runs": sources, "weights": weights,
                                                      "decision_quantile": args.decision_quantile}, indent=2) + "\n")
         if run.report is not None:
             print(run.report.format_table())
         print(f"fused {len(tables)} runs into {Path(args.out)}")
     except (ValueError, OSError) as error:
         print(f"asd-fuse: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
     return 0
 
 

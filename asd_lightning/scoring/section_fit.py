@@ -9,6 +9,8 @@
    clips) is not scored as anomalous just for being sparse. A domain with fewer than
    ``MIN_ZSCORE_CLIPS`` fit clips cannot be put on a scale: the section then gets one pooled
    model, and the record says so;
+   ``memory_mixup`` (``{neighbours, lam}``) enlarges the target model's memory with mixes of the
+   target clips and their nearest source clips (:mod:`~asd_lightning.scoring.memory_mixup`);
 3. the fit clips' own scores from models with the same setting fitted without them
    (``threshold_folds`` folds of whole clips), for the decision thresholds and ``zscore``.
 """
@@ -22,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from asd_lightning.scoring.inlier_models import InlierModel
+from asd_lightning.scoring.memory_mixup import memory_mixup
 from asd_lightning.scoring.section_scorer import SectionScorer, embedding_rows
 from asd_lightning.scoring.sizing import Sizing
 
@@ -62,6 +65,7 @@ class SectionFitter:
     zscore: bool = False
     standardize: bool = False
     threshold_folds: int = 5
+    memory_mixup: dict | None = None  # {neighbours, lam}: target memory mixed with nearest source clips
 
     def domain_groups(self, used: list[int], domain_of: dict[int, str],
                       dim: int) -> tuple[list[str], list[list[int]], list[Sizing]]:
@@ -97,11 +101,12 @@ class SectionFitter:
         position = {clip: j for j, clip in enumerate(section_fit)}
         fit_scores, models, model_scale = [], [], []
         for domain, members in zip(domains or ["all"], groups):
-            model = self.model_factory().fit(embedding_rows([fit[i] for i in members], self.aggregation)[0])
+            memory = self.memory(fit, domain, dict(zip(domains, groups)))
+            model = self.model_factory().fit(memory(members))
             if model.sizing is not None:
                 sizing.append(model.sizing.of_domain(domain))
             scores = SectionScorer([model], self.aggregation).raw([fit[i] for i in section_fit])
-            for clip, score in self.cross_fitted(fit, members, model).items():
+            for clip, score in self.cross_fitted(fit, members, model, memory).items():
                 scores[position[clip]] = score
             if self.model_zscore:
                 own = scores[[position[clip] for clip in members]]
@@ -116,7 +121,18 @@ class SectionFitter:
             scorer.mean, scorer.std = float(fit_clip.mean()), float(fit_clip.std() or 1.0)
         return scorer, (fit_clip - scorer.mean) / scorer.std
 
-    def cross_fitted(self, fit: dict[int, np.ndarray], members: list[int], model: InlierModel) -> dict[int, float]:
+    def memory(self, fit: dict[int, np.ndarray], domain: str,
+               groups: dict[str, list[int]]) -> Callable[[list[int]], np.ndarray]:
+        """What a ``domain`` model is fitted on for given clips: their rows, and with
+        ``memory_mixup`` for the target model also their mixes with the nearest source rows."""
+        rows = lambda ids: embedding_rows([fit[i] for i in ids], self.aggregation)[0]  # noqa: E731
+        if not (self.memory_mixup and domain == "target" and groups.get("source")):
+            return rows
+        source = rows(groups["source"])
+        return lambda ids: memory_mixup(rows(ids), source, **self.memory_mixup)
+
+    def cross_fitted(self, fit: dict[int, np.ndarray], members: list[int], model: InlierModel,
+                     memory: Callable[[list[int]], np.ndarray] | None = None) -> dict[int, float]:
         """Scores of ``members`` by models of ``model``'s setting fitted without them:
         ``threshold_folds`` folds of whole clips (every window of a clip leaves together). A
         lone clip keeps its in-sample score."""
@@ -127,6 +143,7 @@ class SectionFitter:
         for f in range(folds):
             held = members[f::folds]
             rest = [i for i in members if i not in set(held)]
-            fold_model = model.same_setting().fit(embedding_rows([fit[i] for i in rest], self.aggregation)[0])
+            fold_model = model.same_setting().fit(memory(rest) if memory else
+                                                  embedding_rows([fit[i] for i in rest], self.aggregation)[0])
             out.update(zip(held, SectionScorer([fold_model], self.aggregation).raw([fit[i] for i in held])))
         return out

@@ -18,10 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from asd_lightning.sweeps.report import report_folders
+from asd_lightning.sweeps.report import EXIT_SOME_LEFT_OUT, report_folders
+from asd_lightning.utils.errors import EXIT_USER_ERROR, one_line
 from asd_lightning.utils.resolvers import wandb_offline
-
-EXIT_SOME_LEFT_OUT = 3
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = report_folders(args.folders, out, wandb)
     except (FileNotFoundError, ValueError) as error:
-        print(f"asd-report: {error}", file=sys.stderr)
-        return 2
+        print(f"asd-report: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     if results.table.empty:
         print("asd-report: no run has finished scoring", file=sys.stderr)
         return 2

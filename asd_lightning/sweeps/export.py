@@ -9,6 +9,7 @@ stay out, and are listed in its header.
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -58,3 +59,24 @@ def write_tuned_config(path: Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def missing_tuned_config(arguments: Sequence[str], conf_dir: str | Path) -> str | None:
+    """The error for an ``experiment=tuned/...`` override whose config is neither in
+    ``conf_dir`` nor in a ``hydra.searchpath=[file://...]`` folder of ``arguments`` (None when
+    it is found, or when a search path entry is no local folder)."""
+    wanted = [a.split("=", 1)[1] for a in arguments if re.match(rf"^[+~]*{EXPERIMENT}=tuned/", a)]
+    if not wanted:
+        return None
+    paths = [a.split("=", 1)[1] for a in arguments if a.startswith("hydra.searchpath=")]
+    entries = [e.strip().strip("'\"") for p in paths for e in p.strip("[]").split(",") if e.strip()]
+    if any(not e.startswith("file://") for e in entries):
+        return None  # pkg:// entries: Hydra's own error says it
+    folders = [Path(conf_dir)] + [Path(e[len("file://"):]) for e in entries]
+    for name in wanted:
+        if not any((f / EXPERIMENT / f"{name}.yaml").is_file() for f in folders):
+            where = ", ".join(str(f / EXPERIMENT / name) + ".yaml" for f in folders)
+            return (f"no exported config {EXPERIMENT}={name}: looked for {where}. A search exports its tuned configs "
+                    "into <sweep dir>/configs (or hydra.sweeper.export_dir) and prints the command that runs them: "
+                    f"add hydra.searchpath=[file://<that folder>]")
+    return None

@@ -19,6 +19,7 @@ config has a W&B logger; ``asd-report`` (:mod:`asd_lightning.sweeps.cli`) rebuil
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from asd_lightning.metrics.official import ScoreReport, score_columns
 from asd_lightning.metrics.two_bce_measure import TwoBCEMeasure
-from asd_lightning.sweeps.runs import Problem, Run, collect
+from asd_lightning.sweeps.runs import BASIC_SWEEPER, Problem, Run, collect
+from asd_lightning.utils.errors import UserError
+
+EXIT_SOME_LEFT_OUT = 3  # a multirun (or asd-report) whose table leaves out failed or missing jobs
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +125,9 @@ class ResultsTable:
         return self.table[self.table["section"] == ALL] if len(self.table) else self.table
 
     def to_markdown(self) -> str:
-        """Two Markdown tables in percent: official scores per machine type and overall, then
-        the metrics of every section; and the jobs left out."""
+        """Three Markdown tables in percent: official scores per machine type and overall (mean
+        ± std and each seed), the metrics of every section (mean ± std), and those of every
+        section per seed; and the jobs left out."""
         parts = []
         if len(self.table):
             seeds = [c for c in self.table.columns if c.startswith("seed=")]
@@ -134,12 +139,17 @@ class ResultsTable:
                 rows.append(row)
             parts.append("### Official score per machine type and overall (%)\n\n" + markdown_table(pd.DataFrame(rows)))
             sections = self.table[self.table["section"] != ALL]
-            index = self.settings + ["machine", "section"] + (["domain"] if (sections["domain"] != "").any() else [])
+            # a domain of its own only where rows are per domain (2020/2021), not where the metric names it
+            per_domain = (sections["domain"] != sections["metric"].map(metric_domain)).any()
+            index = self.settings + ["machine", "section"] + (["domain"] if per_domain else [])
             wide = sections.assign(cell=[_cell(r) for _, r in sections.iterrows()]).pivot_table(
                 index=index, columns="metric", values="cell", aggfunc="first", sort=False).reset_index()
             metrics = [m for m in _TITLES if m in wide.columns]
             wide = wide[index + metrics].rename(columns=_TITLES)
             parts.append("### Per section: mean ± std over seeds (%)\n\n" + markdown_table(wide))
+            per_seed = sections.assign(metric=sections["metric"].map(_TITLES))[index + ["metric"] + seeds]
+            parts.append("### Per section and seed (%)\n\n" + markdown_table(
+                per_seed.assign(**{c: per_seed[c].map(_percent) for c in seeds})))
         left = [f"- {p}" for p in self.problems] + [f"- {n}" for n in self.notes]
         if left:
             parts.append("### Left out\n\n" + "\n".join(left))
@@ -168,6 +178,15 @@ class ResultsTable:
             run.finish()
 
 
+def metric_domain(metric: str) -> str:
+    """The domain a per-section metric is computed on (``auc_source`` → ``source``); empty for
+    metrics of both domains."""
+    for domain in ("source", "target"):
+        if metric.endswith(f"_{domain}"):
+            return domain
+    return ""
+
+
 def _where(base: dict, free: list[str]) -> str:
     return "".join(f", {k}={base[k]}" for k in free)
 
@@ -186,7 +205,7 @@ def _records(pool: list[Run], base: dict, bound: dict[str, dict], overall: bool)
 
     for r in rows.to_dict(orient="records"):
         for metric in score_columns(year):
-            add(r["machine"], f"{int(r['section']):02d}", r.get("domain", ""), metric, r[metric])
+            add(r["machine"], f"{int(r['section']):02d}", r.get("domain") or metric_domain(metric), metric, r[metric])
     if two_bce is not None:
         for r in two_bce.sections.itertuples():
             add(r.machine, f"{int(r.section):02d}", "", "two_bce_hmean", r.hmean)
@@ -238,8 +257,11 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 def report_folders(paths: list[Path], out: Path, wandb: dict | None = None) -> ResultsTable:
     """Build the table of ``paths``, write it into ``out``, print it and (``wandb``: project,
-    group, offline) log it to W&B."""
+    group, offline) log it to W&B. Nothing is written when the folders hold no run at all."""
     results = ResultsTable.from_folders(paths)
+    if results.table.empty and not results.problems:
+        where = " ".join(map(str, paths))
+        raise UserError(f"{where} holds no run (no .hydra/overrides.yaml below it): nothing to report")
     csv, md = results.save(out)
     print(f"Results of {len(paths) if len(paths) > 1 else paths[0]} (also in {csv} and {md}):\n\n"
           f"{results.to_markdown()}", flush=True)
@@ -258,7 +280,15 @@ class ResultsTableCallback(Callback):
         if isinstance(logger, DictConfig) and "_target_" in logger:
             wandb = {"project": str(logger.project), "group": sweep_dir.name, "offline": bool(logger.offline)}
         try:
-            report_folders([sweep_dir], sweep_dir, wandb)
+            results = report_folders([sweep_dir], sweep_dir, wandb)
         except Exception:  # noqa: BLE001 - the jobs' own results are safe; the table can be rebuilt
             log.exception("could not build the results table of %s; rebuild it with: asd-report %s",
                           sweep_dir, sweep_dir)
+            return
+        grid = OmegaConf.select(config, "hydra.sweeper._target_") == BASIC_SWEEPER
+        if any(p.kind == "failed" or grid for p in results.problems):  # no success: say which jobs, exit non-zero
+            message = (f"{len(results.problems)} job(s) of the multirun are not in the results table:\n" +
+                       "\n".join(f"  {p}" for p in results.problems))
+            log.error(message)
+            print(f"asd-train: {message}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_SOME_LEFT_OUT)

@@ -11,8 +11,15 @@ combination of the values swept on the command line), trials run by Hydra's laun
    with ``report_overrides``, the held-out sections) or re-run (``final=rerun``) in
    ``<sweep>/<machine>/best``, so the reported number never comes from the sections the search
    looked at; its results table is the multirun's table;
-3. each best trial becomes ``<export_dir>/<method>/<machine>.yaml`` (:mod:`.export`), i.e.
-   ``experiment=tuned/<method>/<machine>``.
+3. each best trial becomes ``<config folder>/experiment/tuned/<method>/<machine>.yaml``
+   (:mod:`.export`), i.e. ``experiment=tuned/<method>/<machine>`` with
+   ``hydra.searchpath=[file://<config folder>]`` (the search prints that command). The config
+   folder is ``<sweep>/configs`` by default, never the package's own ``conf/``; a given
+   ``export_dir`` is the config folder (or, ending in ``experiment/tuned``, the folder in it).
+
+Before the first trial every study's report sections are checked: they must hold labelled
+test clips (else every trial would run and the report then fail); sections shared with the
+tuning sections are reported with a warning (the reported score would not be held out).
 
 Studies live in an Optuna journal file (``storage``, in the sweep folder by default; an RDB URL
 also works): several workers (e.g. SLURM jobs running the same command with the same
@@ -30,6 +37,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import socket
 import threading
@@ -45,6 +53,7 @@ from omegaconf import DictConfig, OmegaConf
 from asd_lightning.sweeps.export import tuned_config, write_tuned_config
 from asd_lightning.sweeps.runs import SEARCH_MANIFEST
 from asd_lightning.sweeps.space import parse_space
+from asd_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +211,39 @@ def tested_checkpoint(folder: Path) -> Path:
                             "unknown; re-run the best trial instead: hydra.sweeper.final=rerun")
 
 
+def _sections(data: DictConfig) -> list[int] | None:
+    sections = data.get("test_sections")
+    return None if sections is None else sorted(int(s) for s in sections)
+
+
+def check_report_sections(label: str, tune: DictConfig, report: DictConfig, report_overrides: Sequence[str]) -> None:
+    """The ``data`` configs of a study's trials (``tune``) and of its held-out report
+    (``report``): raise when the report sections have no labelled test clips; warn when they
+    overlap the tuning sections."""
+    tuned, reported = _sections(tune), _sections(report)
+    if tuned is None or reported is None or set(tuned) & set(reported):
+        log.warning("study %s: the report sections (%s) overlap the tuning sections (%s), so the reported score is "
+                    "not held out; set hydra.sweeper.report_overrides to other sections", label,
+                    reported or "all", tuned or "all")
+    root = Path(str(report.root)).expanduser()
+    if not root.is_dir():  # a synthetic set written by the first run, or a missing folder the preflight names
+        return
+    from asd_lightning.data.clip_index import build_clip_index
+
+    clips = build_clip_index(root, int(report.year), machine_types=list(report.machine_types), sections=reported,
+                             splits=["test"], ground_truth=report.get("ground_truth"), on_unmatched="warn")
+    if report.get("test_domains") is not None:
+        clips = clips[clips["domain"].isin(list(report.test_domains)) | (clips["domain"] == "unknown")]
+    where = (f"the search reports on test section(s) {reported or 'all'} of {list(report.machine_types)} "
+             f"({' '.join(report_overrides) or 'no report_overrides'})")
+    if clips.empty:
+        raise UserError(f"{where}, but {root} holds no such test clips: every trial would run and the report then "
+                        "fail; set hydra.sweeper.report_overrides to sections with test clips")
+    if (clips["label"] == "unknown").all():
+        raise UserError(f"{where}, but their test clips under {root} are unlabelled: set data.ground_truth=<the "
+                        "official ground truth> (or report on labelled sections)")
+
+
 class PerMachineSearch:
     """The search behind ``hydra/sweeper=per_machine_optuna`` (see the module docstring)."""
 
@@ -254,6 +296,14 @@ class PerMachineSearch:
                 cell.label = re.sub(r"[^\w.-]+", "_", "-".join([cell.label, *values])).strip("_")
         return cells
 
+    def check_sections(self, cells: list[Cell]) -> None:
+        """Every study's report sections, before the first trial (:func:`check_report_sections`)."""
+        load = self.hydra_context.config_loader.load_sweep_config
+        for cell in cells:
+            tune = load(self.config, cell.overrides + self.tune_overrides)
+            report = load(self.config, cell.overrides + self.report_overrides)
+            check_report_sections(cell.label, tune.data, report.data, self.report_overrides)
+
     def storage_object(self) -> Any:
         """The shared storage: a journal file (default ``<sweep>/optuna.journal``) or an RDB URL."""
         from optuna.storages import JournalStorage, get_storage
@@ -279,6 +329,7 @@ class PerMachineSearch:
         distributions, fixed = parse_space(self.params)
         fixed_overrides = [f"{k}={v}" for k, v in fixed.items()]
         cells = self.cells(arguments)
+        self.check_sections(cells)
         storage = self.storage_object()
         studies = {cell.label: self.study(cell, storage) for cell in cells}
         log.info("search %s: %d studies (%s), %d trials each, objective %s (%s) with %s; storage %s",
@@ -341,14 +392,7 @@ class PerMachineSearch:
                 record = final.parent / "best.json"
                 if record.is_file() and json.loads(record.read_text()).get("trial") != best.number:
                     shutil.rmtree(final, ignore_errors=True)  # an earlier best trial's report
-                overrides = cell.overrides + self.report_overrides + fixed_overrides
-                overrides += [f"{k}={v}" for k, v in best.params.items()]
-                overrides += [f"trial={best.number}", f"hydra.sweep.subdir={cell.label}/{FINAL_FOLDER}"]
-                if self.final == "rescore":
-                    ckpt = tested_checkpoint(self.sweep_dir / best.user_attrs["folder"])
-                    overrides += ["train=false", f"ckpt_path={ckpt}", "++callbacks.model_checkpoint=null"]
-                else:
-                    overrides += ["ckpt_path=last"]
+                overrides = self.final_overrides(cell, best, fixed_overrides)
                 ready.append((cell, study, best))
                 jobs.append(overrides)
             returns = self.launcher.launch(jobs, initial_job_idx=self.job_idx) if jobs else []
@@ -368,6 +412,19 @@ class PerMachineSearch:
                 from failed[0][1]
         return [returns]
 
+    def final_overrides(self, cell: Cell, best: Any, fixed_overrides: list[str]) -> list[str]:
+        """The overrides of a study's final job: the best trial on the held-out sections, named
+        ``trial=<n>-heldout`` (W&B: ``<machine>-seed<s>-trial<n>-heldout``, not the trial's name)."""
+        overrides = cell.overrides + self.report_overrides + fixed_overrides
+        overrides += [f"{k}={v}" for k, v in best.params.items()]
+        overrides += [f"trial={best.number}-heldout", f"hydra.sweep.subdir={cell.label}/{FINAL_FOLDER}"]
+        if self.final == "rescore":
+            ckpt = tested_checkpoint(self.sweep_dir / best.user_attrs["folder"])
+            overrides += ["train=false", f"ckpt_path={ckpt}", "++callbacks.model_checkpoint=null"]
+        else:
+            overrides += ["ckpt_path=last"]
+        return overrides
+
     def report_cell(self, cell: Cell, study: Any, best: Any, overrides: list[str], ret: JobReturn) -> None:
         """``best.json``, ``trials.csv`` and the exported experiment config of one study."""
         heldout = objective(ret, self.metric)
@@ -379,7 +436,7 @@ class PerMachineSearch:
                   f"best of {len(study.trials)} trials: trial {best.number}.",
                   f"{self.metric}: {best.value:.4f} on the tuning sections ({' '.join(self.tune_overrides) or '-'}), "
                   f"{heldout:.4f} on the held-out sections ({' '.join(self.report_overrides) or '-'}).",
-                  f"Rerun: asd-train experiment=tuned/{self.method}/{cell.label} data.root=<dataset>"]
+                  f"Rerun: {self.rerun_command(cell)}"]
         write_tuned_config(export, tuned_config(tuned, cell.groups, self.export_exclude, header))
         (folder / "best.json").write_text(json.dumps({
             "study": study.study_name, "trial": best.number, "params": best.params, "metric": self.metric,
@@ -387,15 +444,24 @@ class PerMachineSearch:
             "final_folder": f"{cell.label}/{FINAL_FOLDER}", "export": str(export)}, indent=2) + "\n")
         log.info("study %s: best trial %d (%s = %.4f tuning, %.4f held-out) exported to %s", study.study_name,
                  best.number, self.metric, best.value, heldout, export)
+        print(f"tuned config of {cell.label}: {export}\n  rerun it with: {self.rerun_command(cell)}", flush=True)
+
+    def export_root(self) -> Path:
+        """The config folder the tuned configs go into (``hydra.searchpath`` finds them there):
+        ``<sweep>/configs``, or ``export_dir`` (the folder above ``experiment/tuned`` when it
+        names that folder)."""
+        if not self.export_dir:
+            return self.sweep_dir / "configs"
+        folder = Path(self.export_dir).expanduser().absolute()
+        return folder.parent.parent if folder.parts[-2:] == ("experiment", "tuned") else folder
 
     def export_path(self, cell: Cell) -> Path:
-        if self.export_dir:
-            base = Path(self.export_dir)
-        else:
-            from asd_lightning.train import config_dir
+        return self.export_root() / "experiment" / "tuned" / self.method / f"{cell.label}.yaml"
 
-            base = Path(config_dir()) / "experiment" / "tuned"
-        return base / self.method / f"{cell.label}.yaml"
+    def rerun_command(self, cell: Cell) -> str:
+        """The command that runs an exported config (with the search path that finds it)."""
+        return shlex.join(["asd-train", f"experiment=tuned/{self.method}/{cell.label}",
+                           f"hydra.searchpath=[file://{self.export_root()}]"]) + " data.root=<dataset>"
 
     def write_manifest(self, cells: list[Cell], studies: dict) -> None:
         (self.sweep_dir / SEARCH_MANIFEST).write_text(json.dumps({

@@ -4,8 +4,9 @@
 >>> root = write_synthetic_dataset("data/synth")            # small demo dataset, seconds
 >>> root = write_synthetic_dataset("data/full", SynthConfig.full_size(), year=2021)
 
-The files follow the real DCASE 2021 / 2022 layouts exactly (see :mod:`.layout`); the sound
-model's difficulty (``realistic`` by default, ``easy`` for fast tests) is :mod:`.difficulty`;
+The files follow the real DCASE 2021-2026 layouts (see :mod:`.layout` and :mod:`.years`:
+hidden attributes from 2024, supplemental clips in 2025, stereo near/far clips in 2026); the
+sound model's difficulty (``realistic`` by default, ``easy`` for fast tests) is :mod:`.difficulty`;
 :mod:`.calibration` holds a simple baseline detector used to check the difficulty.
 Command line: ``asd-synth --out DIR`` (see :mod:`.cli`).
 """

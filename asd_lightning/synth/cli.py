@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Sequence
 
-from .config import MACHINE_TYPES_BY_YEAR, SAMPLE_RATE, SynthConfig
+from .config import MACHINE_TYPES_BY_YEAR, SAMPLE_RATE, SYNTH_YEARS, SynthConfig
 from .difficulty import DIFFICULTIES
 from .layout import plan_clips
 from .writer import summarize, write_synthetic_dataset
@@ -28,6 +28,7 @@ _FIELDS = {
     "seconds": "clip_seconds", "seed": "seed", "anomaly_strength": "anomaly_strength",
     "domain_shift": "domain_shift", "background_level": "background_level",
     "difficulty": "difficulty",
+    "supplemental_clips": "supplemental_clips",
 }
 
 
@@ -38,16 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write a synthetic machine-sound dataset in the exact DCASE Task 2 layout "
                     "(development + evaluation data and ground truth).")
     p.add_argument("--out", required=True, help="output directory (dataset root)")
-    p.add_argument("--year", type=int, help=f"2021 or 2022 layout; 2023+ use 2022 (default {d.year})")
+    p.add_argument("--year", type=int, choices=SYNTH_YEARS,
+                   help=f"DCASE year whose layout is written (default {d.year}): 2023+ use the 2022 names, "
+                        "2024+ hide some machine types' attributes, 2025 adds supplemental/ clips, "
+                        "2026 writes stereo near/far clips")
     p.add_argument("--machine-types", nargs="+", metavar="TYPE",
-                   help=f"default {' '.join(d.machine_types)}; 2021: "
-                        f"{' '.join(MACHINE_TYPES_BY_YEAR[2021])}; 2022: "
-                        f"{' '.join(MACHINE_TYPES_BY_YEAR[2022])}")
+                   help=f"default {' '.join(d.machine_types)} (2026: their 2026 names); " + "; ".join(
+                       f"{y}: {' '.join(MACHINE_TYPES_BY_YEAR[y])}" for y in SYNTH_YEARS))
+    p.add_argument("--supplemental-clips", type=int, metavar="N",
+                   help=f"2025: clean machine and noise-only clips per machine type (default {d.supplemental_clips})")
     p.add_argument("--sections", nargs="+", type=int, metavar="N",
-                   help=f"development sections (default {' '.join(map(str, d.dev_sections))})")
+                   help=f"development sections (default {' '.join(map(str, d.dev_sections))}; 2023 on: 0)")
     p.add_argument("--eval-sections", nargs="*", type=int, metavar="N",
                    help="evaluation sections, none for no evaluation data "
-                        f"(default {' '.join(map(str, d.eval_sections))})")
+                        f"(default {' '.join(map(str, d.eval_sections))}; 2023 on: 1)")
     p.add_argument("--train-clips", type=int, metavar="N",
                    help=f"source-domain training clips per section (default {d.source_train_clips})")
     p.add_argument("--target-train-clips", type=int, metavar="N",
@@ -94,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asd-synth: error: {err}", file=sys.stderr)
         return 1
     counts = summarize(plan_clips(config))
-    print(f"Wrote a synthetic DCASE {config.layout_year}-layout dataset to {root}")
+    print(f"Wrote a synthetic DCASE {config.year}-layout dataset to {root}")
     print(f"{len(config.machine_types)} machine types ({', '.join(config.machine_types)}), "
           f"{len(config.dev_sections)} dev + {len(config.eval_sections)} eval sections: "
           f"{counts['dev_train']} dev train, {counts['dev_test']} dev test, "

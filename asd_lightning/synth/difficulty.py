@@ -47,7 +47,7 @@ DIFFICULTIES: dict[str, SoundModel] = {
 DEFAULT_DIFFICULTY = "realistic"
 
 
-def sound_model(difficulty: str) -> SoundModel:
+def difficulty_preset(difficulty: str) -> SoundModel:
     """The :class:`SoundModel` of a difficulty name; a clear error for unknown names."""
     try:
         return DIFFICULTIES[difficulty]

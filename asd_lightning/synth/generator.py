@@ -14,7 +14,7 @@ from . import dsp
 from .anomalies import DriftedProfile, add_anomalies, frequency_modulation, severities
 from .attributes import SCHEMAS, Attributes, stable_id
 from .background import factory_background
-from .difficulty import DEFAULT_DIFFICULTY, SoundModel, sound_model
+from .difficulty import DEFAULT_DIFFICULTY, SoundModel, difficulty_preset
 from .machines import SYNTHESISERS, Batch
 
 SAMPLE_RATE = dsp.SAMPLE_RATE
@@ -68,7 +68,7 @@ def synthesize_clips(machine_type: str, section: int, domain: str,
         raise ValueError("attributes and anomalies must have the same length")
     if n == 0:
         return np.zeros((0, n_samples), dtype=dsp.DTYPE)
-    model = sound_model(difficulty) if isinstance(difficulty, str) else difficulty
+    model = difficulty_preset(difficulty) if isinstance(difficulty, str) else difficulty
     keys = [k.name for k in SCHEMAS[machine_type]]
     attrs = {key: [dict(a)[key] for a in attributes] for key in keys}
 

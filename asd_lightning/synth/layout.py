@@ -14,6 +14,13 @@ split, label), ``<attrs>`` attribute tokens):
     ground_truth/ground_truth_data/ground_truth_<machine>_section_XX_test.csv    (1 = anomaly)
     ground_truth/ground_truth_domain/ground_truth_<machine>_section_XX_test.csv  (1 = target)
 
+2023 and later: as 2022 with ``ground_truth/eval_data_list_<year>.csv`` (machine-name lines, then
+``anonymised name,full name`` rows) instead of the evaluator CSVs; machine types with hidden
+attributes (:mod:`.years`) are named ``..._NNNN_noAttribute.wav`` (2024, 2025) or ``..._NNNN_.wav``
+(2026), their attributes in
+``ground_truth/ground_truth_attributes/<dataset>_data/<machine>/attributes_XX_<split>_correspondence.csv``;
+2025 on add ``<machine>/supplemental/`` (:mod:`.supplemental`), 2026 writes stereo files (:mod:`.stereo`).
+
 2021::
 
     dev_data/<machine>/train/section_XX_<domain>_train_normal_NNNN_<attrs>.wav
@@ -33,7 +40,8 @@ import numpy as np
 
 from .anomalies import ANOMALY_KINDS
 from .attributes import Attributes, attribute_suffix, section_attributes, stable_id
-from .config import SynthConfig
+from .config import SynthConfig, layout_year
+from .years import hidden_attribute_token, sound_model
 
 DOMAINS = ("source", "target")
 LABELS = ("normal", "anomaly")
@@ -65,13 +73,24 @@ def _named_stem(section: int, domain: str, split: str, label: str, index: int) -
     return f"section_{section:02d}_{domain}_{split}_{label}_{index:04d}"
 
 
+def full_name(clip: "ClipSpec", year: int) -> str:
+    """The clip's name with its attributes (the name on disk of a named development clip)."""
+    stem = _named_stem(clip.section, clip.domain, clip.split, clip.label, clip.index)
+    return f"{stem}_{attribute_suffix(sound_model(clip.machine_type), clip.attributes, year)}.wav"
+
+
+def _suffix(machine: str, attributes: Attributes, year: int) -> str:
+    token = hidden_attribute_token(year, machine)
+    return token if token is not None else attribute_suffix(sound_model(machine), attributes, year)
+
+
 def _test_counts(config: SynthConfig) -> dict[tuple[str, str], int]:
     return {(d, lab): config.test_clips for d in DOMAINS for lab in LABELS}
 
 
 def _section_clips(config: SynthConfig, machine: str, section: int, dataset: str) -> list[ClipSpec]:
     year = config.layout_year
-    attrs = section_attributes(machine, section, config.domain_shift)
+    attrs = section_attributes(sound_model(machine), section, config.domain_shift)
     root = f"{dataset}_data/{machine}"
     clips: list[ClipSpec] = []
     train_counts = {"source": config.source_train_clips, "target": config.target_train_clips}
@@ -80,7 +99,7 @@ def _section_clips(config: SynthConfig, machine: str, section: int, dataset: str
         for i in range(train_counts[domain]):
             a = combos[i % len(combos)]
             name = (f"{_named_stem(section, domain, 'train', 'normal', i)}_"
-                    f"{attribute_suffix(machine, a, year)}.wav")
+                    f"{_suffix(machine, a, config.year)}.wav")
             clips.append(ClipSpec(f"{root}/train/{name}", dataset, machine, section, domain,
                                   "train", "normal", i, a, None))
     test: list[ClipSpec] = []
@@ -93,7 +112,7 @@ def _section_clips(config: SynthConfig, machine: str, section: int, dataset: str
             if year == 2021:
                 path = f"{root}/{domain}_test/{stem}.wav"
             else:
-                path = f"{root}/test/{stem}_{attribute_suffix(machine, a, year)}.wav"
+                path = f"{root}/test/{stem}_{_suffix(machine, a, config.year)}.wav"
             test.append(ClipSpec(path, dataset, machine, section, domain, "test", label, i, a, kind))
     if dataset == "eval":
         test = _anonymise(config, machine, section, test)
@@ -132,15 +151,26 @@ def plan_clips(config: SynthConfig) -> list[ClipSpec]:
     return clips
 
 
-def ground_truth_rows(clips: Iterable[ClipSpec], year: int) -> dict[str, list[tuple[str, int]]]:
-    """Ground-truth CSV path (relative) -> sorted ``(file name, 0/1)`` rows for eval clips."""
-    files: dict[str, list[tuple[str, int]]] = defaultdict(list)
+def ground_truth_rows(clips: Iterable[ClipSpec], year: int) -> dict[str, list[tuple[str, int | str]]]:
+    """Ground-truth CSV path (relative) -> sorted ``(file name, 0/1 or full name)`` rows for eval
+    clips (2023 on: one ``eval_data_list_<year>.csv`` of machine blocks, ``(machine, "")`` rows
+    heading each block), plus the attribute correspondence files of hidden-attribute clips."""
+    files: dict[str, list[tuple[str, int | str]]] = defaultdict(list)
+    clips = list(clips)
+    for c in clips:
+        name = c.relpath.rsplit("/", 1)[1]
+        anonymised = c.dataset == "eval" and c.split == "test"
+        if hidden_attribute_token(year, c.machine_type) is not None and not anonymised:
+            files[f"ground_truth/ground_truth_attributes/{c.dataset}_data/{c.machine_type}/"
+                  f"attributes_{c.section:02d}_{c.split}_correspondence.csv"].append((full_name(c, year), name))
     for c in clips:
         if c.dataset != "eval" or c.split != "test":
             continue
         name = c.relpath.rsplit("/", 1)[1]
         is_anomaly = int(c.label == "anomaly")
-        if year == 2021:
+        if year >= 2023:
+            files[f"ground_truth/eval_data_list_{year}.csv"].append((c.machine_type, name, full_name(c, year)))
+        elif layout_year(year) == 2021:
             files[f"ground_truth/ground_truth_{c.machine_type}_section_{c.section:02d}_"
                   f"{c.domain}_test.csv"].append((name, is_anomaly))
         else:
@@ -148,15 +178,25 @@ def ground_truth_rows(clips: Iterable[ClipSpec], year: int) -> dict[str, list[tu
             files[f"ground_truth/ground_truth_data/{stem}"].append((name, is_anomaly))
             files[f"ground_truth/ground_truth_domain/{stem}"].append(
                 (name, int(c.domain == "target")))
-    return {path: sorted(rows) for path, rows in files.items()}
+    out: dict[str, list] = {}
+    for path, rows in files.items():
+        if path.endswith("correspondence.csv"):
+            out[path] = [("source_file_name", "target_file_name")] + sorted(rows)
+        elif len(rows[0]) == 3:  # machine blocks
+            out[path] = [row for machine in dict.fromkeys(r[0] for r in rows)
+                         for row in [(machine,)] + sorted(r[1:] for r in rows if r[0] == machine)]
+        else:
+            out[path] = sorted(rows)
+    return out
 
 
 def write_ground_truth(root: Path, clips: Iterable[ClipSpec], year: int) -> list[Path]:
-    """Write the evaluation ground-truth CSVs (no header, ``name,0|1`` rows)."""
+    """Write the evaluation ground-truth CSVs (no header, ``name,0|1`` rows; 2023 on an
+    ``eval_data_list_<year>.csv``) and the attribute correspondence files."""
     written = []
     for rel, rows in ground_truth_rows(clips, year).items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{name},{value}\n" for name, value in rows), encoding="utf-8")
+        path.write_text("".join(",".join(map(str, row)) + "\n" for row in rows), encoding="utf-8")
         written.append(path)
     return written

@@ -20,6 +20,9 @@ from .attributes import stable_id
 from .config import SAMPLE_RATE, SynthConfig
 from .generator import synthesize_clips
 from .layout import DOMAINS, LABELS, MANAGED_ENTRIES, ClipSpec, plan_clips, write_ground_truth
+from .stereo import to_stereo
+from .supplemental import supplemental_clips
+from .years import is_stereo, sound_model
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +84,32 @@ def _chunk_rng(config: SynthConfig, chunk: list[ClipSpec]) -> np.random.Generato
 
 def _write_chunk(root: Path, config: SynthConfig, chunk: list[ClipSpec]) -> None:
     first = chunk[0]
+    rng = _chunk_rng(config, chunk)
     audio = synthesize_clips(
-        first.machine_type, first.section, first.domain, [c.attributes for c in chunk],
-        [c.anomaly for c in chunk], seconds=config.clip_seconds, rng=_chunk_rng(config, chunk),
+        sound_model(first.machine_type), first.section, first.domain, [c.attributes for c in chunk],
+        [c.anomaly for c in chunk], seconds=config.clip_seconds, rng=rng,
         anomaly_strength=config.anomaly_strength, domain_shift=config.domain_shift,
         background_level=config.background_level, difficulty=config.difficulty, sr=SAMPLE_RATE)
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    for clip, samples in zip(chunk, pcm):
-        # Encode in memory: soundfile's close() fsyncs real files, which is slow on many files.
-        buffer = io.BytesIO()
-        sf.write(buffer, samples, SAMPLE_RATE, subtype="PCM_16", format="WAV")
-        (root / clip.relpath).write_bytes(buffer.getvalue())
+    if is_stereo(config.year):
+        audio = to_stereo(audio, rng, SAMPLE_RATE)
+    for clip, samples in zip(chunk, audio):
+        _write_wav(root / clip.relpath, samples)
+
+
+def _write_wav(path: Path, samples: np.ndarray) -> None:
+    """16-bit PCM WAV of float ``samples`` (``[samples]`` or ``[samples, channels]``)."""
+    pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16)
+    # Encode in memory: soundfile's close() fsyncs real files, which is slow on many files.
+    buffer = io.BytesIO()
+    sf.write(buffer, pcm, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    path.write_bytes(buffer.getvalue())
+
+
+def _write_supplemental(root: Path, config: SynthConfig) -> None:
+    """The supplemental clips of years that have them (:mod:`.supplemental`)."""
+    for relpath, samples in supplemental_clips(config).items():
+        (root / relpath).parent.mkdir(parents=True, exist_ok=True)
+        _write_wav(root / relpath, samples)
 
 
 def summarize(clips: list[ClipSpec]) -> dict[str, int]:
@@ -114,7 +132,7 @@ def _metadata(config: SynthConfig, clips: list[ClipSpec]) -> dict[str, Any]:
 
 
 _README = """Synthetic DCASE Task 2 style dataset written by asd_lightning.synth (asd-synth).
-Layout of the DCASE {year} data; 16 kHz, mono, 16-bit PCM WAV; {seconds:g} s clips.
+Layout of the DCASE {year} data; 16 kHz, {channels}, 16-bit PCM WAV; {seconds:g} s clips.
 Difficulty: {difficulty} (see docs/synthetic.md).
 Machine types: {machines}. Development sections: {dev}. Evaluation sections: {eval}.
 Clips: {counts}.
@@ -153,9 +171,11 @@ def write_synthetic_dataset(out_dir: str | Path, config: SynthConfig | None = No
     else:
         for chunk in chunks:
             _write_chunk(root, config, chunk)
-    write_ground_truth(root, clips, config.layout_year)
+    _write_supplemental(root, config)
+    write_ground_truth(root, clips, config.year)
     (root / "README.txt").write_text(_README.format(
-        year=config.layout_year, seconds=config.clip_seconds, difficulty=config.difficulty,
+        year=config.year, seconds=config.clip_seconds, difficulty=config.difficulty,
+        channels="stereo (near microphone left, far right)" if is_stereo(config.year) else "mono",
         machines=", ".join(config.machine_types),
         dev=", ".join(f"{s:02d}" for s in config.dev_sections),
         eval=", ".join(f"{s:02d}" for s in config.eval_sections) or "none",

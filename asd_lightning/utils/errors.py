@@ -1,4 +1,6 @@
-"""Input errors whose fix is one setting, spelled the way the caller's front end spells it.
+"""User errors: :class:`UserError`, "the user must change X", printed in one line (no
+traceback) by every entry point, which then exits with :data:`EXIT_USER_ERROR`; and input
+errors whose fix is one setting, spelled the way the caller's front end spells it.
 
 The data layer knows *which* setting accepts a file (``resample``, ``on_unmatched``); only the
 front end knows how a user writes it: ``data.decode.resample=true`` in a Hydra run,
@@ -14,8 +16,24 @@ from typing import Callable
 
 Spelling = str | Callable[[str, str], str]
 
+EXIT_USER_ERROR = 2  # the exit status of every entry point after a UserError (argparse's for bad options)
 
-class OptionError(ValueError):
+
+class UserError(ValueError):
+    """Something the user must change (a setting, a file, a folder); the message names it.
+    Entry points print it in one line without a traceback and exit with :data:`EXIT_USER_ERROR`."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (a :class:`UserError` and a ``FileNotFoundError``)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace runs collapsed)."""
+    return " ".join(str(error).split())
+
+
+class OptionError(UserError):
     """A one-line error ``message`` plus the setting ``key=value`` that would accept the input.
 
     ``str(error)`` is ``"<message> (set <setting> <purpose>)"``; the setting is spelled by

@@ -20,6 +20,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from asd_lightning.utils.errors import UserError
+
 log = logging.getLogger(__name__)
 
 LAST = "last"
@@ -32,7 +34,7 @@ def last_checkpoint(trainer: L.Trainer) -> Path:
         if isinstance(callback, ModelCheckpoint) and callback.save_last:
             folder = callback.dirpath or Path(trainer.default_root_dir) / "checkpoints"
             return Path(folder) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-    raise ValueError("ckpt_path=last needs a checkpoint callback with save_last=true "
+    raise UserError("ckpt_path=last needs a checkpoint callback with save_last=true "
                      "(callbacks.model_checkpoint.save_last=true)")
 
 

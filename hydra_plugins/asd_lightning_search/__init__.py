@@ -26,4 +26,15 @@ class PerMachineOptunaSweeper(Sweeper):
         self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        return self.search.sweep(arguments)
+        import os
+        import sys
+
+        from asd_lightning.utils.errors import EXIT_USER_ERROR, UserError, one_line
+
+        try:
+            return self.search.sweep(arguments)
+        except UserError as error:  # e.g. report sections without test clips: one line, no traceback
+            if os.environ.get("HYDRA_FULL_ERROR"):
+                raise
+            print(f"asd-train: error: {one_line(error)}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
