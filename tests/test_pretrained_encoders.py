@@ -121,7 +121,11 @@ def test_layer_wise_rates_reach_the_margin_classifiers_optimizer(ast_folder: Pat
     model = MarginClassifier(encoder, functools.partial(SubClusterAdaCos, n_subclusters=2), num_classes=3,
                              optimizer=functools.partial(torch.optim.AdamW, lr=0.01))
     groups = model.configure_optimizers().param_groups
-    assert sorted(g["lr"] for g in groups) == [0.00125, 0.0025, 0.005, 0.01]
+    assert sorted({g["lr"] for g in groups}) == [0.00125, 0.0025, 0.005, 0.01]
+    # the margin recipe's rule inside each rate: no weight decay on biases and norms
+    assert {g["weight_decay"] for g in groups} == {0.0, 0.01} and len(groups) > 4
+    kernels = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert all(p.dim() > 1 for p in model.parameters() if id(p) in kernels)
     assert sum(len(g["params"]) for g in groups) == sum(1 for p in model.parameters() if p.requires_grad)
 
 

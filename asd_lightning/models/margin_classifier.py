@@ -29,7 +29,7 @@ from torch import nn
 
 from asd_lightning.models.base import ASDMethod
 from asd_lightning.models.components.mixup import beta_lambdas, mix
-from asd_lightning.optim.lars import exclude_bias_and_norm
+from asd_lightning.optim.lars import split_decay
 
 
 class MarginClassifier(ASDMethod):
@@ -72,8 +72,9 @@ class MarginClassifier(ASDMethod):
         return self.encoder(features)
 
     def optimizer_params(self) -> list:
-        """Weight decay on convolution and dense kernels only (the authors' L2 regulariser)."""
-        return exclude_bias_and_norm(self)
+        """Weight decay on convolution and dense kernels only (the authors' L2 regulariser), in
+        each group of the shared parameter groups (a pre-trained encoder's layer-wise rates)."""
+        return split_decay(self, super().optimizer_params())
 
     def labels(self, batch: dict) -> torch.Tensor:
         """One-hot class labels ``[N, C]`` of a batch."""

@@ -25,6 +25,23 @@ def exclude_bias_and_norm(model: nn.Module, weight_decay: float | None = None) -
     return [first, {"params": excluded, "weight_decay": 0.0, "lars_exclude": True}]
 
 
+def split_decay(model: nn.Module, groups: list) -> list[dict]:
+    """Optimiser ``groups`` of ``model`` (or a plain list of its parameters), each split as
+    :func:`exclude_bias_and_norm` splits the model: its conv / dense kernels keep the group's
+    settings, its biases and normalisation parameters get no weight decay (``lars_exclude``).
+    Keeps the groups' own rates, e.g. a pre-trained encoder's layer-wise ones."""
+    excluded = {id(p) for p in exclude_bias_and_norm(model)[1]["params"]}
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": list(groups)}]
+    out = []
+    for group in groups:
+        kernels = [p for p in group["params"] if id(p) not in excluded]
+        rest = [p for p in group["params"] if id(p) in excluded]
+        out += [{**group, "params": kernels}] if kernels else []
+        out += [{**group, "params": rest, "weight_decay": 0.0, "lars_exclude": True}] if rest else []
+    return out
+
+
 class LARS(torch.optim.Optimizer):
     """LARS with momentum 0.9 and trust coefficient 0.001 by default.
 
