@@ -166,7 +166,9 @@ def claim_run_folder(cfg: DictConfig) -> RunFolder:
         saved, settings = claim.state / "config.yaml", run_settings(cfg)
         if saved.is_file():
             before, now = _flat(OmegaConf.to_container(OmegaConf.load(saved))), _flat(settings)
-            differ = sorted((k for k in before.keys() | now.keys() if before.get(k) != now.get(k)),
+            # settings the record lacks are new in this version of the toolkit (a default that
+            # a run resumed after an upgrade gains), not a change of the run's own settings
+            differ = sorted((k for k in before if before[k] != now.get(k)),
                             key=lambda k: (k.count("."), k))  # top-level settings (seed) first
             if differ:
                 listed = ", ".join(f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in differ[:3])
@@ -182,10 +184,12 @@ def claim_run_folder(cfg: DictConfig) -> RunFolder:
 
 
 def checkpoint_bytes(model: L.LightningModule) -> int:
-    """About the size of one checkpoint: the weights and two optimiser moments (Adam) per parameter."""
+    """About the size of one checkpoint: the weights, and two optimiser moments (Adam) per
+    trainable parameter (a frozen or LoRA-adapted pre-trained encoder has none for its weights)."""
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
-    return 3 * weights + buffers + (1 << 20)
+    return weights + moments + buffers + (1 << 20)
 
 
 def check_free_space(callbacks: Iterable[L.Callback], model: L.LightningModule) -> None:
@@ -247,6 +251,9 @@ def prepare_data(datamodule: L.LightningDataModule) -> None:
         datamodule.prepare_data()
         datamodule.setup("fit")
     except AudioDecodeError as error:
+        if error.key == "channel" and getattr(datamodule, "channels", None):
+            # named channels (data.channels) set the decoded channel; decode.channel is unused then
+            raise error.spelled(lambda key, value: "data.channels=null") from None
         raise error.spelled("data.decode.{key}={value}") from None
     except ClipIndexError as error:
         raise error.spelled("data.{key}={value}") from None

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from asd_lightning import preflight
 from asd_lightning.utils import resolvers  # noqa: F401  (registers ${eval:}, ${join:}, ${wandb_offline:})
-from asd_lightning.utils.errors import EXIT_USER_ERROR, MissingFileError, UserError, one_line
+from asd_lightning.utils.errors import EXIT_USER_ERROR, MissingFileError, UserError, one_line, user_error
 from asd_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from asd_lightning.utils.resume import EXIT_INTERRUPTED, interrupted_message, resolve_ckpt_path
 
@@ -129,8 +129,9 @@ def failed(cfg: DictConfig, error: Exception) -> None:
     traceback. In a grid multirun the job is reported (its folder has no scores, which the
     results table names) and the other jobs run; the multirun then exits non-zero."""
     name = f"asd-{cfg.get('task_name', 'train')}"
-    user = isinstance(error, UserError)
-    if user and not os.environ.get("HYDRA_FULL_ERROR"):
+    user = user_error(error)
+    if user is not None and not os.environ.get("HYDRA_FULL_ERROR"):
+        error = user
         to_log_files(f"{name}: error: {one_line(error)}")  # the terminal gets it once, on stderr
         print(f"{name}: error: {one_line(error)}", file=sys.stderr, flush=True)
         if not _multirun_keeps_going():

@@ -177,4 +177,4 @@ def test_pre_training_folders_are_per_machine_type_and_seed_and_fine_tuning_find
 
     (pre1, fine1), (pre2, fine2) = paths(1), paths(2)
     assert pre1 == fine1 and pre2 == fine2 and pre1 != pre2
-    assert pre1.endswith(f"pretrained/{family}_fan_seed1/last.ckpt")
+    assert pre1.endswith(f"pretrained/{family}_2022_fan_seed1/last.ckpt")

@@ -830,3 +830,94 @@ def test_asd_evaluate_says_a_row_belongs_to_another_sections_file(tmp_path: Path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and (f"1 scored file(s) are in another section's file, e.g. fan/{moved['file'].item()} "
                                      "is scored in section 01's file but is a test clip of section 00") in err
+
+
+# ---------------------------------------------------------------- integration of the round's features
+def test_a_user_error_raised_while_hydra_builds_an_object_still_prints_one_line(tmp_path: Path, capsys) -> None:
+    """Hydra wraps an error raised in a target (datamodule, model, callback) in an
+    InstantiationException: the user error behind it is still one line and exit 2."""
+    from omegaconf import OmegaConf
+
+    from asd_lightning.train import failed
+
+    cfg = compose_train(["experiment=genrep", "data=synthetic", f"model.encoder.checkpoint={tmp_path / 'BEATs_iter3.pt'}"],
+                        tmp_path / "run")
+    with pytest.raises(Exception) as raised:
+        hydra.utils.instantiate(cfg.model)
+    assert type(raised.value).__name__ == "InstantiationException"
+    with pytest.raises(SystemExit) as stop:
+        failed(OmegaConf.create({"task_name": "train"}), raised.value)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("asd-train: error: ") and "model.encoder.checkpoint=" in err
+    # settings of the new data options are user errors too, not bugs
+    with pytest.raises(SystemExit):
+        failed(OmegaConf.create({}), _instantiation_error(compose_train(["data.channels=both"], tmp_path / "r2")))
+
+
+def _instantiation_error(cfg) -> Exception:
+    with pytest.raises(Exception) as raised:
+        hydra.utils.instantiate(cfg.data)
+    return raised.value
+
+
+def test_synthetic_data_follows_its_year_and_difficulty_in_its_folder_and_machine_types(tmp_path: Path) -> None:
+    """data=synthetic with data.year=2026 (the near/far recipe) names the 2026 machine types, and
+    each year and difficulty has its own folder, so a multirun over them never rewrites another
+    job's data."""
+    default = compose_train(["data=synthetic"], tmp_path / "a")
+    assert list(default.data.machine_types) == ["fan", "gearbox", "valve"]
+    assert Path(default.data.root).name == "synthetic2022-realistic"
+    stereo = compose_train(["experiment=near_far_consistency", "data=synthetic"], tmp_path / "b")
+    assert list(stereo.data.machine_types) == ["fan", "gearboxEmu", "valveEmu"]
+    assert Path(stereo.data.root).name == "synthetic2026-realistic"
+    easy = compose_train(["data=synthetic", "data.synthetic.difficulty=easy"], tmp_path / "c")
+    assert Path(easy.data.root).name == "synthetic2022-easy"
+
+
+def test_pre_trainings_of_other_years_or_microphones_never_share_a_folder(tmp_path: Path) -> None:
+    def folder(*overrides: str) -> str:
+        cfg = compose_train(["experiment=dgmix_pretrain", "data.machine_types=[fan]", *overrides], tmp_path)
+        fine = compose_train(["experiment=dgmix_finetune", "data.machine_types=[fan]", *overrides], tmp_path)
+        assert str(fine.model.encoder_ckpt) == str(Path(cfg.callbacks.model_checkpoint.dirpath) / "last.ckpt")
+        return Path(cfg.callbacks.model_checkpoint.dirpath).name
+
+    assert folder() == "dgmix_2022_fan_seed12345"
+    assert folder("data.year=2026", "data.channels=far") == "dgmix_2026_fan_far_seed12345"
+    assert len({folder(), folder("data.year=2026"), folder("data.year=2026", "data.channels=far")}) == 3
+
+
+def test_a_resume_after_an_upgrade_that_added_a_setting_is_not_refused(tmp_path: Path) -> None:
+    cfg = compose_train(["experiment=ae_baseline"], tmp_path / "run")
+    claim = preflight.claim_run_folder(cfg)
+    claim.record(cfg)
+    claim.release()
+    record = claim.state / "config.yaml"
+    text = record.read_text()
+    assert "drop_last" in text
+    record.write_text("\n".join(line for line in text.splitlines() if "drop_last" not in line))  # an older record
+    preflight.claim_run_folder(cfg).release()  # data.drop_last is new, not changed
+    changed = compose_train(["experiment=ae_baseline", "seed=7"], tmp_path / "run")
+    with pytest.raises(preflight.PreflightError, match="seed: 12345 there, 7 now"):
+        preflight.claim_run_folder(changed)
+
+
+def test_the_checkpoint_size_counts_optimiser_moments_of_trainable_weights_only() -> None:
+    net = torch.nn.Sequential(torch.nn.Linear(100, 100), torch.nn.Linear(100, 10))
+    model = torch.nn.Module()
+    model.net = net
+    full = preflight.checkpoint_bytes(model)
+    net[0].requires_grad_(False)
+    weights = sum(p.numel() * 4 for p in net.parameters())
+    assert full == 3 * weights + (1 << 20)
+    assert preflight.checkpoint_bytes(model) == weights + 2 * 4 * (100 * 10 + 10) + (1 << 20)
+
+
+def test_a_genrep_search_reports_by_running_again_as_there_is_no_checkpoint(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from asd_lightning.train import config_dir
+
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("train.yaml", overrides=["hparams_search=genrep", "experiment=genrep"], return_hydra_config=True)
+    assert cfg.hydra.sweeper.final == "rerun"

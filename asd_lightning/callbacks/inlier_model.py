@@ -38,6 +38,7 @@ from asd_lightning.metrics import plots
 from asd_lightning.scoring import AGGREGATORS, InlierModel, KNNInlier
 from asd_lightning.scoring.section_fit import SectionFitter
 from asd_lightning.scoring.section_scorer import SectionScorer
+from asd_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -150,21 +151,21 @@ class InlierModelCallback(OfficialScores):
                  protocol: str = "official") -> None:
         super().__init__(output_dir, decision_quantile, protocol)
         if fit_subset not in FIT_SUBSETS:
-            raise ValueError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
+            raise UserError(f"fit_subset must be one of {FIT_SUBSETS}, got {fit_subset!r}")
         if aggregation != "embedding_mean" and aggregation not in AGGREGATORS:
-            raise ValueError(f"aggregation must be embedding_mean or one of {', '.join(AGGREGATORS)}, "
+            raise UserError(f"aggregation must be embedding_mean or one of {', '.join(AGGREGATORS)}, "
                              f"got {aggregation!r}")
         bad = set(fit_domains) - {"source", "target"}
         if bad or not fit_domains:
-            raise ValueError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
+            raise UserError(f"fit_domains must be source and/or target, got {list(fit_domains)}")
         if memory_mixup and not (per_domain and "target" in fit_domains and "source" in fit_domains):
-            raise ValueError("callbacks.inlier.memory_mixup mixes the target memory with source clips: it needs "
+            raise UserError("callbacks.inlier.memory_mixup mixes the target memory with source clips: it needs "
                              "per_domain=true and both fit_domains (or set memory_mixup=null)")
         self.fit_subset = fit_subset
         self.fit_domains = list(fit_domains)
         self.aggregation = aggregation
         if threshold_folds < 1:
-            raise ValueError(f"threshold_folds must be >= 1, got {threshold_folds}")
+            raise UserError(f"threshold_folds must be >= 1, got {threshold_folds}")
         self.fitter = SectionFitter(model or (lambda: KNNInlier(k=1)), aggregation, self.fit_domains, per_domain,
                                     model_zscore, zscore, standardize, threshold_folds,
                                     dict(memory_mixup) if memory_mixup else None)

@@ -55,6 +55,7 @@ from asd_lightning.data.samplers import (
 )
 from asd_lightning.features.waveform import build_frontend
 from asd_lightning.features.segments import normalize_int16, segment_clips
+from asd_lightning.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +167,17 @@ class DCASEDataModule(L.LightningDataModule):
         self._check_year(self.year)
         self.machine_types = list(machine_types)
         if not self.machine_types:
-            raise ValueError("machine_types must name at least one machine type")
+            raise UserError("machine_types must name at least one machine type")
         self.outlier_machine_types = outlier_machine_types
         self.train_sections = None if train_sections is None else [int(s) for s in train_sections]
         self.test_sections = None if test_sections is None else [int(s) for s in test_sections]
         if labels not in LABEL_SETS:
-            raise ValueError(f"data.labels must be one of {', '.join(LABEL_SETS)}, got {labels!r}")
+            raise UserError(f"data.labels must be one of {', '.join(LABEL_SETS)}, got {labels!r}")
         self.labels = labels
         self.train_domains = self._domains(train_domains, "train_domains")
         self.test_domains = None if test_domains is None else self._domains(test_domains, "test_domains")
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+            raise UserError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.val_fraction = val_fraction
         self.drop_last = bool(drop_last)
         self.batch_size = batch_size
@@ -184,7 +185,7 @@ class DCASEDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+            raise UserError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
         self.decode_options = DecodeOptions(**(decode or {}))
         self.channels = channels
@@ -193,18 +194,18 @@ class DCASEDataModule(L.LightningDataModule):
         self.supplemental = dict(supplemental or {})
         unknown = set(self.supplemental) - SUPPLEMENTAL_KEYS
         if unknown:
-            raise ValueError(f"data.supplemental takes {', '.join(sorted(SUPPLEMENTAL_KEYS))}, got {sorted(unknown)}")
+            raise UserError(f"data.supplemental takes {', '.join(sorted(SUPPLEMENTAL_KEYS))}, got {sorted(unknown)}")
         snr = self.supplemental.get("noise_snr_db")
         if snr is not None and (len(snr) != 2 or float(snr[0]) > float(snr[1])):
-            raise ValueError(f"data.supplemental.noise_snr_db must be [low, high] in dB, got {snr}")
+            raise UserError(f"data.supplemental.noise_snr_db must be [low, high] in dB, got {snr}")
         self.frontend = build_frontend(self.decode_options.sample_rate, features)
         self.train_crop = dict(train_crop or {"seconds": 2.0})
         per_clip = self.train_crop.get("per_clip", 1)
         if per_clip == "all" and not self.train_crop.get("hop"):
-            raise ValueError("data.train_crop.per_clip=all needs the window hop: set data.train_crop.hop "
+            raise UserError("data.train_crop.per_clip=all needs the window hop: set data.train_crop.hop "
                              "(in the unit of the crop, frames or seconds)")
         if per_clip != "all" and (not str(per_clip).isdigit() or int(per_clip) < 1):
-            raise ValueError(f"data.train_crop.per_clip must be 'all' or a positive number, got {per_clip!r}")
+            raise UserError(f"data.train_crop.per_clip must be 'all' or a positive number, got {per_clip!r}")
         self.test_segments = dict(test_segments or {"kind": "clip"})
         self.amplitude_norm = amplitude_norm
         self.cache_dir = Path(cache_dir).expanduser()
@@ -224,12 +225,12 @@ class DCASEDataModule(L.LightningDataModule):
         if name is None or (channels is None and self.decode_options.channel != "first"):  # decode.channel set
             return [str(self.decode_options.channel)], [self.decode_options]
         if not facts.channels:
-            raise ValueError(f"data.channels={name}: the DCASE {self.year} files have no named channels (2026 "
+            raise UserError(f"data.channels={name}: the DCASE {self.year} files have no named channels (2026 "
                              "has near and far); choose a channel of other data with data.decode.channel")
         names = list(facts.channels) if name == "both" else [name]
         unknown = [n for n in names if n not in facts.channels]
         if unknown:
-            raise ValueError(f"data.channels must be one of {', '.join(facts.channels)} or both for DCASE "
+            raise UserError(f"data.channels must be one of {', '.join(facts.channels)} or both for DCASE "
                              f"{self.year}, got {name!r}")
         return names, [replace(self.decode_options, channel=facts.channels[n]) for n in names]
 
@@ -239,13 +240,13 @@ class DCASEDataModule(L.LightningDataModule):
 
     def _check_year(self, year: int) -> None:
         if year < 2020:
-            raise ValueError(f"unsupported DCASE year {year}")
+            raise UserError(f"unsupported DCASE year {year}")
 
     @staticmethod
     def _domains(domains: Sequence[str], name: str) -> list[str]:
         domains = [str(d) for d in domains]
         if not domains or set(domains) - {"source", "target"}:
-            raise ValueError(f"data.{name} must name source and/or target, got {domains}")
+            raise UserError(f"data.{name} must name source and/or target, got {domains}")
         return domains
 
     def _ensure_dataset(self) -> None:
@@ -264,16 +265,16 @@ class DCASEDataModule(L.LightningDataModule):
             build_clip_index(self.root, self.year)  # raises its error naming the expected layout
         missing = [m for m in self.machine_types if m not in found]
         if missing:
-            raise ValueError(f"machine type(s) {missing} not found under {self.root}; found {found}")
+            raise UserError(f"machine type(s) {missing} not found under {self.root}; found {found}")
         outliers = self.outlier_machine_types
         if isinstance(outliers, str):
             if outliers != "all":
-                raise ValueError(f"outlier_machine_types must be a list or 'all', got {outliers!r}")
+                raise UserError(f"outlier_machine_types must be a list or 'all', got {outliers!r}")
             outliers = [m for m in found if m not in self.machine_types]
         outliers = [m for m in outliers if m not in self.machine_types]
         unknown = [m for m in outliers if m not in found]
         if unknown:
-            raise ValueError(f"outlier machine type(s) {unknown} not found under {self.root}; found {found}")
+            raise UserError(f"outlier machine type(s) {unknown} not found under {self.root}; found {found}")
         self.outlier_types = list(outliers)
         # only the selected machine types' folders are read: other folders may hold anything
         index = build_clip_index(self.root, self.year, machine_types=self.machine_types + self.outlier_types,
@@ -290,22 +291,22 @@ class DCASEDataModule(L.LightningDataModule):
         if self.test_domains is not None:
             unknown = test[test["domain"] == "unknown"]
             if not unknown.empty:
-                raise ValueError(f"data.test_domains={self.test_domains} needs the domain of every test clip, but "
+                raise UserError(f"data.test_domains={self.test_domains} needs the domain of every test clip, but "
                                  f"{len(unknown)} are anonymised (e.g. {unknown['path'].iloc[0]}): pass the official "
                                  "ground truth with data.ground_truth=<folder>")
             test = test[test["domain"].isin(self.test_domains)]
         if test.empty and (self.test_sections is not None or self.test_domains is not None):
-            raise ValueError(f"no test clips for {self.machine_types} (sections {self.test_sections}, domains "
+            raise UserError(f"no test clips for {self.machine_types} (sections {self.test_sections}, domains "
                              f"{self.test_domains or 'all'}) under {self.root}")
         if target_train.empty:
-            raise ValueError(f"no training clips for {self.machine_types} (sections {self.train_sections}, "
+            raise UserError(f"no training clips for {self.machine_types} (sections {self.train_sections}, "
                              f"domains {self.train_domains}) under {self.root}")
         extra = index[(index["split"] == "supplemental") & index["machine"].isin(self.machine_types)]
         wanted = ({"noise"} if self.supplemental.get("noise_snr_db") is not None else set()) | (
             {"machine"} if self.supplemental.get("machine_clips") else set())
         extra = extra[extra["kind"].isin(wanted)].copy()
         if "noise" in wanted and not (extra["kind"] == "noise").any():
-            raise ValueError(f"data.supplemental.noise_snr_db is set but there are no noise-only clips "
+            raise UserError(f"data.supplemental.noise_snr_db is set but there are no noise-only clips "
                              f"(<machine>/supplemental/section_XX_noise_NNNN_.wav) for {self.machine_types} "
                              f"under {self.root}")
         machine_rows = extra["kind"] == "machine"  # clean machine clips train as source-domain normals
@@ -617,7 +618,7 @@ class DCASE2022DataModule(DCASEDataModule):
 
     def _check_year(self, year: int) -> None:
         if year < 2022:
-            raise ValueError(f"DCASE2022DataModule reads the 2022+ layout, got year {year}; use DCASE2021DataModule")
+            raise UserError(f"DCASE2022DataModule reads the 2022+ layout, got year {year}; use DCASE2021DataModule")
 
 
 class DCASE2021DataModule(DCASEDataModule):
@@ -627,4 +628,4 @@ class DCASE2021DataModule(DCASEDataModule):
 
     def _check_year(self, year: int) -> None:
         if year != 2021:
-            raise ValueError(f"DCASE2021DataModule reads the 2021 layout, got year {year}")
+            raise UserError(f"DCASE2021DataModule reads the 2021 layout, got year {year}")

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from asd_lightning.models.base import ASDMethod
+from asd_lightning.utils.errors import UserError
 
 
 class PretrainedKNN(ASDMethod):
@@ -25,7 +26,7 @@ class PretrainedKNN(ASDMethod):
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"], logger=False)
         if any(p.requires_grad for p in encoder.parameters()):
-            raise ValueError("PretrainedKNN trains nothing: set model.encoder.finetune=frozen and "
+            raise UserError("PretrainedKNN trains nothing: set model.encoder.finetune=frozen and "
                              "model.encoder.embedding_dim=null")
         self.encoder = encoder
 

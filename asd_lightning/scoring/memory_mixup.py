@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from asd_lightning.utils.errors import UserError
+
 
 def memory_mixup(target: np.ndarray, source: np.ndarray, neighbours: int = 1, lam: float = 0.5) -> np.ndarray:
     """``[T, D]`` target rows, ``[S, D]`` source rows → ``[T · (1 + k), D]``: the targets, then
     their mixes with their ``k = min(neighbours, S)`` nearest source rows (cosine similarity)."""
     if not 0.0 <= lam <= 1.0:
-        raise ValueError(f"memory mixup lam must be in [0, 1], got {lam}")
+        raise UserError(f"memory mixup lam must be in [0, 1], got {lam}")
     k = min(int(neighbours), len(source))
     if k < 1 or not len(target):
         return target

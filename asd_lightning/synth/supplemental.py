@@ -13,6 +13,7 @@ import numpy as np
 from .attributes import section_attributes, stable_id
 from .background import factory_background
 from .config import SAMPLE_RATE, SynthConfig
+from .difficulty import difficulty_preset
 from .generator import MACHINE_GAIN, synthesize_clips
 from .years import has_supplemental, sound_model
 
@@ -36,7 +37,8 @@ def supplemental_clips(config: SynthConfig) -> dict[str, np.ndarray]:
                                          domain_shift=config.domain_shift, background_level=0.0,
                                          difficulty=config.difficulty, sr=SAMPLE_RATE)
         noise = factory_background(rng, n, samples, "source", config.domain_shift, SAMPLE_RATE)
-        noise = MACHINE_GAIN[sound] * config.background_level * noise
+        # the level the background has in the training clips (generator.py: the difficulty's gain)
+        noise = MACHINE_GAIN[sound] * config.background_level * difficulty_preset(config.difficulty).background_gain * noise
         noise *= np.minimum(1.0, 0.98 / np.maximum(np.abs(noise).max(axis=-1, keepdims=True), 1e-12))
         for kind, audio in zip(KINDS, (machine_audio, noise)):
             for i, clip in enumerate(audio, start=1):

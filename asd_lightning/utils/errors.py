@@ -28,6 +28,16 @@ class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (a :class:`UserError` and a ``FileNotFoundError``)."""
 
 
+def user_error(error: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``error``, or None for any other error. Hydra wraps an
+    error raised while it instantiates a config (``hydra.utils.instantiate``: the datamodule,
+    the model, a callback) in an ``InstantiationException`` whose cause is the original."""
+    while not isinstance(error, UserError) and type(error).__name__ == "InstantiationException" \
+            and error.__cause__ is not None:
+        error = error.__cause__
+    return error if isinstance(error, UserError) else None
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line (whitespace runs collapsed)."""
     return " ".join(str(error).split())

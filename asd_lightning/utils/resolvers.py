@@ -38,15 +38,33 @@ def sweep_group(default: str) -> str:
     return default
 
 
+def pretrain_name(family: str, year, machine_types, channels, seed) -> str:
+    """The folder name of a pre-training run (``logs/pretrained/<it>``), which its fine-tuning
+    finds: everything that makes it another pre-training (method family, data year, machine
+    types, microphone channels where chosen, seed), so that no two pre-trainings share one."""
+    channel = f"_{channels}" if channels not in (None, "") else ""
+    return f"{family}_{year}_{'-'.join(str(m) for m in machine_types)}{channel}_seed{seed}"
+
+
+def synth_machine_types(year) -> list[str]:
+    """The synthetic dataset's default machine types of ``year`` (fan, gearbox, valve; in 2026
+    fan, gearboxEmu, valveEmu)."""
+    from asd_lightning.synth.years import default_machine_types
+
+    return list(default_machine_types(int(year)))
+
+
 def register_resolvers() -> None:
     """``${eval:'1 + 2'}``, ``${join:${data.machine_types}}``, ``${wandb_offline:}``, ``${cwd:}``,
-    ``${run_name:...}`` and ``${sweep_group:...}``."""
+    ``${run_name:...}``, ``${sweep_group:...}``, ``${pretrain_name:...}`` and ``${synth_machine_types:...}``."""
     resolvers = {
         "cwd": os.getcwd,
         "eval": lambda expression: eval(expression, {"__builtins__": {}}),  # arithmetic in configs
         "join": lambda items, sep="-": sep.join(str(i) for i in items),
+        "pretrain_name": pretrain_name,
         "run_name": run_name,
         "sweep_group": sweep_group,
+        "synth_machine_types": synth_machine_types,
         "wandb_offline": wandb_offline,
     }
     for name, function in resolvers.items():

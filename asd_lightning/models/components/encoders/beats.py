@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from asd_lightning.models.components.encoders.fbank import KaldiFbank
 from asd_lightning.models.components.encoders.weights import SETTING, resolve_weights
+from asd_lightning.utils.errors import UserError
 
 HINT = ("the official BEATs checkpoint, e.g. BEATs_iter3.pt or BEATs_iter3_plus_AS2M.pt from the links in "
         "https://github.com/microsoft/unilm/tree/master/beats")
@@ -129,7 +130,7 @@ class Block(nn.Module):
         self.fc2 = nn.Linear(cfg["encoder_ffn_embed_dim"], dim)
         self.final_layer_norm = nn.LayerNorm(dim)
         if cfg["activation_fn"] != "gelu":
-            raise ValueError(f"BEATs checkpoint: activation_fn {cfg['activation_fn']!r} is not supported (gelu is)")
+            raise UserError(f"BEATs checkpoint: activation_fn {cfg['activation_fn']!r} is not supported (gelu is)")
         self.norm_first = bool(cfg["layer_norm_first"])
         self.alpha = math.pow(2 * cfg["encoder_layers"], 0.25) if cfg["deep_norm"] else 1.0
         self.dropout, self.activation_dropout = cfg["dropout"], cfg["activation_dropout"]
@@ -217,7 +218,7 @@ def load_checkpoint(path) -> dict:
     """An official BEATs checkpoint file as ``{"cfg": dict, "model": state dict}``."""
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "cfg" not in state or "model" not in state:
-        raise ValueError(f"{path} is not a BEATs checkpoint (a torch.load dict with 'cfg' and 'model'); "
+        raise UserError(f"{path} is not a BEATs checkpoint (a torch.load dict with 'cfg' and 'model'); "
                          f"set {SETTING}=<BEATs_iter3.pt or another official file>")
     cfg = state["cfg"]
     return {"cfg": dict(cfg if isinstance(cfg, dict) else vars(cfg)), "model": state["model"]}
@@ -233,7 +234,7 @@ class BEATsBackbone(nn.Module):
     def __init__(self, checkpoint: str | None, sample_rate: int = 16000) -> None:
         super().__init__()
         if sample_rate != 16000:
-            raise ValueError(f"BEATs expects 16000 Hz audio, the data is decoded at {sample_rate} Hz "
+            raise UserError(f"BEATs expects 16000 Hz audio, the data is decoded at {sample_rate} Hz "
                              "(set data.decode.sample_rate=16000 data.decode.resample=true)")
         path = resolve_weights(checkpoint, "file", SETTING, HINT)
         state = load_checkpoint(path)
@@ -241,7 +242,7 @@ class BEATsBackbone(nn.Module):
         try:
             self.model.load_state_dict(state["model"], strict=True)
         except RuntimeError as error:
-            raise ValueError(f"{path}: its weights do not fit the BEATs architecture of its cfg: "
+            raise UserError(f"{path}: its weights do not fit the BEATs architecture of its cfg: "
                              f"{str(error).splitlines()[1] if len(str(error).splitlines()) > 1 else error}") from None
         self.pretrained_source = str(path)
         self.fbank = KaldiFbank(sample_rate=16000, num_mel_bins=128, mean=15.41663, std=6.55582, scale=2.0 ** 15)

@@ -16,6 +16,7 @@ from torch import nn
 
 from asd_lightning.models.components.encoders.fbank import KaldiFbank
 from asd_lightning.models.components.encoders.weights import SETTING, resolve_weights
+from asd_lightning.utils.errors import UserError
 
 HINT = ("a folder written by transformers' save_pretrained, e.g. `huggingface-cli download "
         "MIT/ast-finetuned-audioset-10-10-0.4593 --local-dir <folder>` on a machine with network")
@@ -27,7 +28,7 @@ def _blocks(model: nn.Module, count: int) -> nn.ModuleList:
     for module in model.modules():
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
-    raise ValueError(f"{type(model).__name__}: no list of {count} transformer layers found")
+    raise UserError(f"{type(model).__name__}: no list of {count} transformer layers found")
 
 
 class HFAudioBackbone(nn.Module):
@@ -52,7 +53,7 @@ class HFAudioBackbone(nn.Module):
                                                          trust_remote_code=trust_remote_code)
         rate = int(getattr(extractor, "sampling_rate", sample_rate))
         if rate != sample_rate:
-            raise ValueError(f"{folder} expects {rate} Hz audio, the data is decoded at {sample_rate} Hz "
+            raise UserError(f"{folder} expects {rate} Hz audio, the data is decoded at {sample_rate} Hz "
                              f"(set data.decode.sample_rate={rate} data.decode.resample=true)")
         self.model = AutoModel.from_pretrained(folder, config=config, local_files_only=True,
                                                trust_remote_code=trust_remote_code)
@@ -70,7 +71,7 @@ class HFAudioBackbone(nn.Module):
         elif int(getattr(extractor, "feature_size", 0)) == 1:  # raw-waveform models
             self.normalize = bool(getattr(extractor, "do_normalize", False))
         else:
-            raise ValueError(f"{folder}: feature extractor {type(extractor).__name__} is not supported "
+            raise UserError(f"{folder}: feature extractor {type(extractor).__name__} is not supported "
                              "(an AST-style filterbank or a raw-waveform extractor is)")
 
     @property

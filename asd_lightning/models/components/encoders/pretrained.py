@@ -21,6 +21,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from asd_lightning.utils.errors import UserError
+
 FINETUNE = ("frozen", "full", "lora")
 
 
@@ -72,17 +74,17 @@ class PretrainedEncoder(nn.Module):
                  gradient_checkpointing: bool = False) -> None:
         super().__init__()
         if finetune not in FINETUNE:
-            raise ValueError(f"model.encoder.finetune must be one of {', '.join(FINETUNE)}, got {finetune!r}")
+            raise UserError(f"model.encoder.finetune must be one of {', '.join(FINETUNE)}, got {finetune!r}")
         if not 0.0 < layer_lr_decay <= 1.0:
-            raise ValueError(f"model.encoder.layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
+            raise UserError(f"model.encoder.layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
         self.backbone = backbone(checkpoint=checkpoint)
         self.finetune, self.layer = finetune, layer
         self.frozen_layers, self.layer_lr_decay = int(frozen_layers), float(layer_lr_decay)
         blocks = len(self.backbone.blocks)
         if layer is not None and not -blocks - 1 <= layer <= blocks:
-            raise ValueError(f"model.encoder.layer={layer}: the backbone has {blocks} blocks (0..{blocks})")
+            raise UserError(f"model.encoder.layer={layer}: the backbone has {blocks} blocks (0..{blocks})")
         if not 0 <= self.frozen_layers <= blocks:
-            raise ValueError(f"model.encoder.frozen_layers must be in 0..{blocks}, got {frozen_layers}")
+            raise UserError(f"model.encoder.frozen_layers must be in 0..{blocks}, got {frozen_layers}")
         if finetune == "frozen":
             self.backbone.requires_grad_(False)
         elif finetune == "lora":
@@ -109,7 +111,7 @@ class PretrainedEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.dim() != 4 or features.shape[1:3] != (1, 1):
-            raise ValueError(f"a pre-trained encoder reads waveforms [N, 1, 1, samples], got {tuple(features.shape)}: "
+            raise UserError(f"a pre-trained encoder reads waveforms [N, 1, 1, samples], got {tuple(features.shape)}: "
                              "set data/frontend=waveform")
         x = self.backbone.inputs(features.reshape(len(features), -1))
         if self.training and self.spec_augment is not None and self.backbone.spectrogram_input:
