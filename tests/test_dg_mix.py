@@ -118,7 +118,7 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
                          "+callbacks.lr._target_=lightning.pytorch.callbacks.LearningRateMonitor",
                          "+callbacks.lr.logging_interval=step", "trainer.log_every_n_steps=1"], tmp_path / "pre")
     train(pre)
-    ckpt = tmp_path / "logs" / "pretrained" / "dgmix_fan_seed12345" / "last.ckpt"
+    ckpt = tmp_path / "logs" / "pretrained" / "dgmix_2022_fan_seed12345" / "last.ckpt"
     assert ckpt.is_file()
     log = pd.read_csv(next((tmp_path / "pre").rglob("metrics.csv")))
     rates = log.filter(like="lr-LARS").dropna(how="all").iloc[:, 0].to_numpy()
