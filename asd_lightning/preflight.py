@@ -316,8 +316,8 @@ def test_segments_override(cfg: DictConfig) -> str:
 def check_run(cfg: DictConfig, datamodule: L.LightningDataModule, callbacks: Iterable[L.Callback],
               model: L.LightningModule | None = None, trainer: L.Trainer | None = None) -> RunFolder | None:
     """All pre-flight checks, cheapest first; raises the first problem found. With ``trainer``
-    (on its global rank zero) the run folder is claimed: release the returned lock when the run ends."""
-    check_settings(cfg)
+    (on its global rank zero) the run folder is claimed: release the returned lock when the run ends.
+    :func:`check_settings` runs earlier, before anything is built (``train.py``)."""
     check_epochs(cfg, model)
     check_writable(output_folders(cfg))
     claim = claim_run_folder(cfg) if trainer is not None and trainer.is_global_zero else None
