@@ -5,6 +5,7 @@ AdamW step. Modes: LoRA (rank 8, q/v), full fine-tuning, full with gradient chec
 fp32 on the CPU, bf16 autocast on a GPU.
 
     python benchmarks/encoder_step.py                 # CPU (batch 2) and, when present, the GPU (batch 32)
+    python benchmarks/encoder_step.py --no-cpu        # the GPU rows only (what gpu_check runs)
     python benchmarks/encoder_step.py --quick         # a tiny BEATs, seconds (tests/test_pretrained_encoders.py)
 
 Writes ``encoder_step.json`` to ``--out`` (``$OUT`` when set); ``benchmarks/gpu_check.py`` runs it.
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=os.environ.get("OUT") or str(Path(__file__).parent / "encoder_step"))
     p.add_argument("--quick", action="store_true", help="a tiny BEATs, 1 s clips (a smoke run)")
     p.add_argument("--no-gpu", action="store_true")
+    p.add_argument("--no-cpu", action="store_true", help="skip the CPU rows (when a GPU is present)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -112,7 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if importlib.util.find_spec("peft") is None:  # e.g. a bare GPU image: LoRA needs the encoders extra
         modes.remove("lora")
         skipped["lora"] = "peft is not installed (pip install 'asd-lightning[encoders]')"
-    devices = [("cpu", 2)] + ([("cuda", 32)] if torch.cuda.is_available() and not args.no_gpu else [])
+    gpu = torch.cuda.is_available() and not args.no_gpu
+    devices = ([] if args.no_cpu and gpu else [("cpu", 2)]) + ([("cuda", 32)] if gpu else [])
     with tempfile.TemporaryDirectory() as tmp:
         path = checkpoint_file(Path(tmp), cfg)
         run = step_time if args.quick else in_child  # quick: in this process (a smoke run; one peak for all)

@@ -17,6 +17,14 @@ steps, and a method comparison at a fixed GPU budget. Run through ``benchmarks/g
 5. **Pre-trained encoder step** (``benchmarks/encoder_step.py``): a BEATs-size (90 M) training
    step's clips/s and peak memory with LoRA, full fine-tuning and gradient checkpointing.
 
+Also, per experiment, the peak GPU memory of both runs at the paper's batch size; **bf16-mixed
+against fp32** for DG-Mix pre-training (rates, and the loss after the same steps on the same
+batches); and a **loader sweep** (``data.num_workers`` × ``data.pin_memory``) on the experiment
+whose full step lags its model-only step the most. The parts run in that order of importance
+under ``--deadline-minutes``: the budget comparison gets what time is left (skipped when too
+little is), and the JSON and Markdown are rewritten after every part, so a run stopped from
+outside still leaves what it measured.
+
 Everything goes to ``--out`` (``$OUT`` when set): ``gpu_check.json``, ``gpu_check.md`` and one
 profiler trace (``trace_dgmix_pretrain.json.gz``), at most 8 files. ``--quick`` runs every part
 at tiny sizes on the CPU in about a minute (tests/test_benchmark_smoke.py runs it).
@@ -52,6 +60,9 @@ BUDGET_METHODS = {  # method → (experiment, extra overrides); {machine} = the 
     "two_bce": ("two_bce/{machine}", ["protocol=official"]),  # its Table I settings, DCASE 2022 layout
 }
 BUDGET_MACHINES = ("fan", "gearbox", "valve")
+LOADER_SETTINGS = [(0, True), (2, True), (4, True), (8, False), (8, True), (16, True)]  # (num_workers, pin_memory)
+QUICK_LOADER_SETTINGS = [(0, False), (1, False)]
+PRECISION_EXPERIMENT = "dgmix_pretrain"  # the run with the 30-minute goal
 QUICK_TEST_SEGMENTS = {  # added to train_throughput's quick overrides for the budget runs' test step
     "frames": ["data.test_segments.frames=32"],
     "seconds": ["data.test_segments.seconds=0.5", "data.test_segments.num=3"],
@@ -83,16 +94,36 @@ def environment() -> dict[str, Any]:
     }
 
 
+def bench_args(bench, experiment: str, batch: int, overrides: list[str], work: Path, quick: bool, precision: str,
+               workers: int):
+    argv = ["--experiment", experiment, "--batch-size", str(batch if not quick else 8), "--workdir", str(work),
+            "--precision", precision, "--workers", str(workers), "--override", *overrides]
+    return bench.parse_args(argv + (["--quick"] if quick else ["--steps", "30", "--warmup", "12"]))
+
+
 def throughput(bench, experiment: str, batch: int, overrides: list[str], work: Path, quick: bool,
-               precision: str, trace: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
+               precision: str, workers: int, trace: Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``train_throughput`` of ``experiment`` and a profile of a few full steps late in its warm-up
     (after cuDNN's autotuning, before the timed steps; in ``--quick`` within them)."""
-    argv = ["--experiment", experiment, "--batch-size", str(batch if not quick else 8), "--workdir", str(work),
-            "--precision", precision, "--override", *overrides]
-    args = bench.parse_args(argv + (["--quick"] if quick else ["--steps", "30", "--warmup", "12"]))
+    args = bench_args(bench, experiment, batch, overrides, work, quick, precision, workers)
     start = 1 if quick else args.warmup - 6
     profiler = StepProfiler(start, 2 if quick else 5, trace, gpu=not quick)
     return bench.run(args, callbacks=[profiler.callback]), profiler.result
+
+
+def loader_sweep(bench, experiment: str, batch: int, overrides: list[str], work: Path, quick: bool,
+                 precision: str, workers: int) -> dict[str, Any]:
+    """Full-step samples/s of ``experiment`` per (``data.num_workers``, ``data.pin_memory``), the
+    same data, model and steps each time."""
+    args = bench_args(bench, experiment, batch, overrides, work, quick, precision, workers)
+    cfg, datamodule, _, accelerator, precision = bench.prepare(args)
+    rows = []
+    for workers, pin in QUICK_LOADER_SETTINGS if quick else LOADER_SETTINGS:
+        datamodule.num_workers, datamodule.pin_memory = workers, pin
+        timer = bench.timed_fit(cfg, datamodule, args.steps, args.warmup, accelerator, precision)
+        rows.append({"num_workers": workers, "pin_memory": pin, "full_step": timer.samples / timer.seconds})
+        print(f"loader {experiment} workers={workers} pin_memory={pin}: {rows[-1]['full_step']:.0f} samples/s", flush=True)
+    return {"experiment": experiment, "batch": args.batch_size, "rows": rows}
 
 
 class StepProfiler:
@@ -108,11 +139,11 @@ class StepProfiler:
         class _Callback(L.Callback):
             def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
                 if batch_idx == start:
-                    outer.begin()
+                    outer.guarded(outer.begin)
 
             def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
                 if batch_idx == start + steps - 1:
-                    outer.end()
+                    outer.guarded(outer.end)
 
         self.callback = _Callback()
         self.trace = trace
@@ -120,6 +151,15 @@ class StepProfiler:
         self.gpu = gpu
         self.result: dict[str, Any] = {}
         self.prof = None
+
+    def guarded(self, step) -> None:
+        """A profiler that cannot start (e.g. no CUPTI in a sandbox) costs the profile, not the timing."""
+        try:
+            step()
+        except Exception as error:  # noqa: BLE001
+            self.prof = None
+            self.result = {"failed": f"{type(error).__name__}: {error}"[-500:]}
+            print(f"profiler: {self.result['failed']}", file=sys.stderr, flush=True)
 
     def begin(self) -> None:
         torch = self.torch
@@ -139,22 +179,50 @@ class StepProfiler:
             torch.cuda.synchronize()
         wall = time.perf_counter() - self.t0
         self.prof.__exit__(None, None, None)
-        events = self.prof.key_averages()
-        gpu = self.gpu
-        key = "self_device_time_total" if gpu else "self_cpu_time_total"
-        top = sorted(events, key=lambda e: getattr(e, key, 0.0), reverse=True)[:12]
-        busy_us = sum(getattr(e, "self_device_time_total", 0.0) for e in events) if gpu else None
-        self.result = {
-            "wall_seconds": wall,
-            "gpu_busy_fraction": (busy_us / 1e6 / wall) if gpu and wall > 0 else None,
-            "top_ops": [{"name": e.key, "ms": getattr(e, key, 0.0) / 1e3, "calls": e.count} for e in top],
-        }
-        if self.trace is not None:
-            raw = self.trace.with_suffix("")
+        self.result = {"wall_seconds": wall, "gpu_busy_fraction": None}
+        if not self.gpu:  # the CPU operators' own time
+            top = sorted(self.prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+            self.result["top_ops"] = [{"name": e.key, "ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in top]
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = Path(tmp) / "trace.json"
             self.prof.export_chrome_trace(str(raw))
-            with open(raw, "rb") as src, gzip.open(self.trace, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            raw.unlink()
+            if self.gpu:  # from the kernels' own intervals (operator totals count a kernel twice)
+                self.result.update(trace_summary(json.loads(raw.read_text())))
+            if self.trace is not None:
+                with open(raw, "rb") as src, gzip.open(self.trace, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+
+
+def kernel_family(name: str) -> str:
+    """A CUDA kernel's name without its template and argument lists."""
+    return name.replace("(anonymous namespace)::", "").split("<")[0].split("(")[0].replace("void ", "").strip()
+
+
+def trace_summary(trace: dict[str, Any], top: int = 12) -> dict[str, Any]:
+    """From a chrome trace of a few steps: the share of the traced wall time in which a kernel or
+    a copy ran on the GPU (the union of their intervals) and the kernel families by GPU time."""
+    events = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "dur" in e]
+    device = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset"))
+    if not device:
+        return {"gpu_busy_fraction": None, "top_ops": []}
+    wall = max(e["ts"] + e["dur"] for e in events) - min(e["ts"] for e in events)
+    busy, (start, end) = 0.0, device[0]
+    for a, b in device[1:]:
+        if a > end:
+            busy, start, end = busy + end - start, a, b
+        else:
+            end = max(end, b)
+    busy += end - start
+    families: dict[str, list[float]] = {}
+    for e in events:
+        if e.get("cat") == "kernel":
+            entry = families.setdefault(kernel_family(e["name"]), [0.0, 0])
+            entry[0] += e["dur"]
+            entry[1] += 1
+    total = sum(v[0] for v in families.values())
+    ranked = sorted(families.items(), key=lambda item: item[1][0], reverse=True)[:top]
+    return {"gpu_busy_fraction": busy / wall if wall > 0 else None,
+            "top_ops": [{"name": name, "ms": us / 1e3, "calls": calls, "share": us / total} for name, (us, calls) in ranked]}
 
 
 def budget_dataset(work: Path, quick: bool) -> Path:
@@ -176,7 +244,7 @@ def max_time(seconds: float) -> str:
 
 
 def budget_run(method: str, machine: str, root: Path, work: Path, seconds: float, rate: float | None,
-               quick: bool, precision: str) -> dict[str, Any]:
+               quick: bool, precision: str, workers: int) -> dict[str, Any]:
     """Train ``method`` on ``machine`` for about ``seconds`` and score it (``train`` + ``test``)."""
     import hydra
     import torch
@@ -189,7 +257,7 @@ def budget_run(method: str, machine: str, root: Path, work: Path, seconds: float
     gpu = torch.cuda.is_available() and not quick
     overrides = [f"experiment={experiment}", "data=synthetic", "data.synthetic=null",  # read the set written here
                  f"data.root={root}", f"data.machine_types=[{machine}]",
-                 f"data.cache_dir={work / 'cache'}", "data.progress=false", f"data.num_workers={0 if quick else 8}",
+                 f"data.cache_dir={work / 'cache'}", "data.progress=false", f"data.num_workers={0 if quick else workers}",
                  f"data.pin_memory={str(gpu).lower()}", "logger=none", "callbacks.inlier.plots=false",
                  "callbacks.inlier.bundle_dir=null", f"trainer.accelerator={'gpu' if gpu else 'cpu'}",
                  f"trainer.precision={precision if gpu else '32-true'}",
@@ -233,34 +301,64 @@ def combine(runs: dict[str, dict[str, Any]], root: Path) -> dict[str, Any]:
             "auc_target": report.overall["auc_target_hmean"], "pauc": report.overall["pauc_hmean"]}
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [f"# GPU check ({'quick, CPU' if results['quick'] else env['device']})", "",
              f"{env['date']}; torch {env['torch']}, CUDA {env['cuda']}, cuDNN {env['cudnn']}, Lightning "
-             f"{env['lightning']}, timm {env['timm']}; precision {results['precision']}.", "",
-             "## Throughput (samples/s) and the paper's run", "",
-             "| experiment | batch | model only | full step | ratio (goal ≥ 0.85) | epochs | samples/epoch | paper run (min) | GPU busy in steps |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"{env['lightning']}, timm {env['timm']}; precision {results['precision']}; "
+             f"{results.get('seconds', 0) / 60:.1f} min in all.", "",
+             "## Throughput (samples/s), peak memory and the paper's run", "",
+             "| experiment | batch | model only | full step | ratio (goal ≥ 0.85) | epochs | samples/epoch | "
+             "paper run (min) | GPU busy in steps | peak MiB (model only / full) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in results["throughput"].items():
         rates, minutes = row["samples_per_second"], row["estimated_minutes"]
         busy = results["profile"].get(name, {}).get("gpu_busy_fraction")
         busy = "-" if busy is None else f"{100 * busy:.0f} %"
         paper_minutes = minutes[f"{row['epochs']}_epochs"]
+        peak = row.get("peak_memory_mib", {})
         lines.append(f"| {name} | {row['batch_shape'][0]} | {rates['model_only']:.0f} | {rates['full_step']:.0f} | "
                      f"{row['ratio_full_to_model_only']:.2f} | {row['epochs']} | {row['samples_per_epoch']} | "
-                     f"{paper_minutes:.1f} | {busy} |")
-    lines += ["", f"## Methods at a fixed budget ({results['budget']['minutes']} min each, "
-              f"{results['budget']['clips']} clips, one model per machine type)", "",
-              "| method | official | AUC source | AUC target | pAUC | epochs per machine type | seconds |",
-              "|---|---|---|---|---|---|---|"]
-    for method, row in results["budget"]["methods"].items():
-        epochs = ", ".join(str(r["epochs"]) for r in row["runs"].values())
-        seconds = sum(r["seconds"] for r in row["runs"].values())
-        lines.append(f"| {method} | {100 * row['official_score']:.2f} | {100 * row['auc_source']:.2f} | "
-                     f"{100 * row['auc_target']:.2f} | {100 * row['pauc']:.2f} | {epochs} | {seconds:.0f} |")
+                     f"{paper_minutes:.1f} | {busy} | {_mib(peak.get('model_only'))} / {_mib(peak.get('full_step'))} |")
+    for name, fp32 in results.get("precision_fp32", {}).items():
+        bf16 = results["throughput"].get(name)
+        if not bf16:
+            continue
+        lines += ["", f"## {results['precision']} against fp32 ({name}, the same batches and steps)", "",
+                  "| precision | model only | full step | loss after the timed steps (last / mean of last 5) | peak MiB (full) |",
+                  "|---|---|---|---|---|"]
+        for label, row in ((results["precision"], bf16), ("32-true", fp32)):
+            loss = (row.get("loss") or {}).get("full_step") or {}
+            loss_text = f"{loss['last']:.4f} / {loss['mean_last_5']:.4f}" if loss else "-"
+            lines.append(f"| {label} | {row['samples_per_second']['model_only']:.0f} | "
+                         f"{row['samples_per_second']['full_step']:.0f} | {loss_text} | "
+                         f"{_mib(row.get('peak_memory_mib', {}).get('full_step'))} |")
+    loader = results.get("loader")
+    if loader:
+        lines += ["", f"## Loader settings ({loader['experiment']}, batch {loader['batch']}, full step)", "",
+                  "| data.num_workers | data.pin_memory | samples/s |", "|---|---|---|"]
+        lines += [f"| {r['num_workers']} | {str(r['pin_memory']).lower()} | {r['full_step']:.0f} |" for r in loader["rows"]]
+    budget = results.get("budget", {})
+    if "methods" in budget:
+        lines += ["", f"## Methods at a fixed budget ({budget['minutes']} min each, "
+                  f"{budget['clips']} clips, one model per machine type)", "",
+                  "| method | official | AUC source | AUC target | pAUC | epochs per machine type | seconds |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, row in budget["methods"].items():
+            epochs = ", ".join(str(r["epochs"]) for r in row["runs"].values())
+            seconds = sum(r["seconds"] for r in row["runs"].values())
+            lines.append(f"| {method} | {100 * row['official_score']:.2f} | {100 * row['auc_source']:.2f} | "
+                         f"{100 * row['auc_target']:.2f} | {100 * row['pauc']:.2f} | {epochs} | {seconds:.0f} |")
+    elif "skipped" in budget:
+        lines += ["", f"## Methods at a fixed budget: skipped ({budget['skipped']})"]
     lines += ["", "## Top operators in a few full steps", ""]
     for name, prof in results["profile"].items():
-        ops = "; ".join(f"{o['name']} {o['ms']:.1f} ms" for o in prof.get("top_ops", [])[:6])
+        ops = "; ".join(f"{o['name'][:80]} {o['ms']:.1f} ms" + (f" ({100 * o['share']:.0f} %)" if "share" in o else "")
+                        for o in prof.get("top_ops", [])[:6])
         lines.append(f"- {name}: {ops}")
     rows = results.get("encoder_step", {}).get("results", [])
     if rows:
@@ -268,6 +366,8 @@ def markdown(results: dict[str, Any]) -> str:
                   "|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['mode']} | {r['batch']} | {r['clips_per_second']:.2f} | {r['peak_memory_mib']:.0f} |"
                   for r in rows]
+    for name, why in results.get("failed", {}).items():
+        lines += ["", f"**{name} failed:** {why.splitlines()[-1] if why else ''}"]
     return "\n".join(lines) + "\n"
 
 
@@ -278,18 +378,41 @@ def encoder_step(out: Path, quick: bool) -> dict[str, Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     try:
-        return module.main(["--out", str(out)] + (["--quick"] if quick else []))
+        return module.main(["--out", str(out)] + (["--quick"] if quick else ["--no-cpu"]))
     except Exception as error:  # noqa: BLE001 (one part failing must not lose the others' results)
         print(f"encoder step failed: {error}", file=sys.stderr, flush=True)
         return {"failed": str(error)[-2000:]}
+
+
+def save(results: dict[str, Any], out: Path, t0: float) -> None:
+    """Rewrite the JSON and the Markdown with what is measured so far."""
+    results["seconds"] = time.perf_counter() - t0
+    (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (out / "gpu_check.md").write_text(markdown(results))
+
+
+def part(results: dict[str, Any], name: str, fn, *args) -> Any:
+    """``fn(*args)``; a failing part is recorded under ``results["failed"]`` and the others go on."""
+    try:
+        return fn(*args)
+    except Exception as error:  # noqa: BLE001 (one part failing must not lose the others' results)
+        import traceback
+
+        traceback.print_exc()
+        results.setdefault("failed", {})[name] = f"{type(error).__name__}: {error}"[-2000:]
+        return None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "benchmarks" / "gpu_check"),
                    help="output folder (default $OUT, else benchmarks/gpu_check)")
-    p.add_argument("--minutes", type=float, default=1.5, help="training budget per method (all machine types)")
+    p.add_argument("--minutes", type=float, default=1.5, help="most training budget per method (all machine types); "
+                   "less when --deadline-minutes leaves less")
+    p.add_argument("--deadline-minutes", type=float, default=8.5, help="the whole check's time: the budget "
+                   "comparison gets what is left, or is skipped")
     p.add_argument("--precision", default="bf16-mixed", help="GPU precision")
+    p.add_argument("--workers", type=int, default=8, help="data.num_workers of the throughput and budget runs")
     p.add_argument("--workdir", default=None, help="data and runs (default: a temporary folder, removed)")
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (a smoke run)")
     args = p.parse_args(argv)
@@ -302,34 +425,65 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     precision = "32-true" if quick else args.precision
     t0 = time.perf_counter()
     results: dict[str, Any] = {"quick": quick, "precision": precision, "environment": environment(),
+                               "command": " ".join(["bash benchmarks/gpu_check.sh", *(argv or [])]),
                                "throughput": {}, "profile": {}}
     print(json.dumps(results["environment"], indent=2), flush=True)
     bench = load_throughput()
     for experiment, (batch, extra) in EXPERIMENTS.items():
         trace = out / "trace_dgmix_pretrain.json.gz" if experiment == "dgmix_pretrain" else None
-        row, prof = throughput(bench, experiment, batch, extra, work / "throughput", quick, precision, trace)
-        results["throughput"][experiment], results["profile"][experiment] = row, prof
-        print(f"{experiment}: {row['samples_per_second']} ratio {row['ratio_full_to_model_only']:.2f}", flush=True)
+        done = part(results, f"throughput {experiment}", throughput, bench, experiment, batch, extra,
+                    work / "throughput", quick, precision, args.workers, trace)
+        if done:
+            results["throughput"][experiment], results["profile"][experiment] = done
+            row = done[0]
+            print(f"{experiment}: {row['samples_per_second']} ratio {row['ratio_full_to_model_only']:.2f} "
+                  f"peak {row['peak_memory_mib']}", flush=True)
+        save(results, out, t0)
+        if experiment == PRECISION_EXPERIMENT and not quick and precision != "32-true":
+            # the same run in fp32 (its data still written): speed and the loss after the same steps
+            done = part(results, "precision", throughput, bench, experiment, batch, extra,
+                        work / "throughput", quick, "32-true", args.workers, None)
+            if done:
+                results["precision_fp32"] = {experiment: done[0]}
+            save(results, out, t0)
+    if results["throughput"]:  # the loader sweep where the full step lags the most
+        lagging = min(results["throughput"], key=lambda e: results["throughput"][e]["ratio_full_to_model_only"])
+        batch, extra = EXPERIMENTS[lagging]
+        results["loader"] = part(results, "loader", loader_sweep, bench, lagging, batch, extra,
+                                 work / "throughput", quick, precision, args.workers)
+        save(results, out, t0)
     results["encoder_step"] = encoder_step(out, quick)
-    root = budget_dataset(work, quick)
-    seconds = 60 * args.minutes / len(BUDGET_MACHINES)
-    rates = {"mobilenetv2_baseline": "mobilenetv2_baseline", "dgmix_scratch": "dgmix_finetune", "two_bce": "two_bce/fan"}
-    results["budget"] = {"minutes": args.minutes, "clips": sum(1 for _ in root.rglob("*.wav")), "methods": {}}
-    for method in BUDGET_METHODS:
-        rate = results["throughput"][rates[method]]["samples_per_second"]["full_step"]
-        runs = {}
-        for machine in BUDGET_MACHINES:
-            runs[machine] = budget_run(method, machine, root, work, seconds, rate, quick, precision)
-            runs[machine]["run_dir"] = str(work / "runs" / f"{method}_{machine}")
-        results["budget"]["methods"][method] = {**combine(runs, root), "runs": runs}
-        print(f"{method}: {results['budget']['methods'][method]['official_score']:.4f}", flush=True)
-    results["seconds"] = time.perf_counter() - t0
-    (out / "gpu_check.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    (out / "gpu_check.md").write_text(markdown(results))
+    save(results, out, t0)
+    left = 60 * args.deadline_minutes - (time.perf_counter() - t0) - 60  # a minute for the data and the scoring
+    minutes = args.minutes if quick else min(args.minutes, left / 60 / 1.6)  # setup and test steps: ~60 % on top
+    if minutes < 0.3:
+        results["budget"] = {"skipped": f"{left / 60:.1f} min left of --deadline-minutes {args.deadline_minutes}"}
+    else:
+        part(results, "budget", budget, results, work, quick, precision, args.workers, minutes, out, t0)
+    save(results, out, t0)
     print(markdown(results))
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+def budget(results: dict[str, Any], work: Path, quick: bool, precision: str, workers: int, minutes: float,
+           out: Path, t0: float) -> None:
+    """Each method trained for about ``minutes`` over the machine types, then scored."""
+    root = budget_dataset(work, quick)
+    seconds = 60 * minutes / len(BUDGET_MACHINES)
+    rates = {"mobilenetv2_baseline": "mobilenetv2_baseline", "dgmix_scratch": "dgmix_finetune", "two_bce": "two_bce/fan"}
+    results["budget"] = {"minutes": round(minutes, 2), "clips": sum(1 for _ in root.rglob("*.wav")), "methods": {}}
+    for method in BUDGET_METHODS:
+        measured = results["throughput"].get(rates[method])
+        rate = measured["samples_per_second"]["full_step"] if measured else None
+        runs = {}
+        for machine in BUDGET_MACHINES:
+            runs[machine] = budget_run(method, machine, root, work, seconds, rate, quick, precision, workers)
+            runs[machine]["run_dir"] = str(work / "runs" / f"{method}_{machine}")
+        results["budget"]["methods"][method] = {**combine(runs, root), "runs": runs}
+        print(f"{method}: {results['budget']['methods'][method]['official_score']:.4f}", flush=True)
+        save(results, out, t0)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ class StepTimer(L.Callback):
         self.seconds = float("nan")
         self.steps = 0
         self.samples = 0
+        self.losses: list[torch.Tensor] = []  # the timed steps' losses, detached (read once at the end: no syncs)
+        self.peak_memory_mib: float | None = None
 
     @staticmethod
     def _sync(pl_module: L.LightningModule) -> None:
@@ -73,11 +75,23 @@ class StepTimer(L.Callback):
         if self.start is not None:
             self.steps += 1
             self.samples += len(batch["features"])
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            if isinstance(loss, torch.Tensor):
+                self.losses.append(loss.detach().float())
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._sync(pl_module)
         if self.start is not None:
             self.seconds = time.perf_counter() - self.start
+        if pl_module.device.type == "cuda":
+            self.peak_memory_mib = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+
+    def loss_summary(self, last: int = 5) -> dict[str, float] | None:
+        """The last timed step's loss and the mean of the last ``last`` (None when the method returns none)."""
+        if not self.losses:
+            return None
+        values = torch.stack(self.losses).cpu()
+        return {"last": float(values[-1]), f"mean_last_{last}": float(values[-last:].mean()), "steps": len(values)}
 
 
 class FixedBatches(L.LightningDataModule):
@@ -121,6 +135,8 @@ def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precis
     import hydra
 
     L.seed_everything(0, workers=True)
+    if accelerator == "gpu":  # each run's own peak (StepTimer reads it at the end)
+        torch.cuda.reset_peak_memory_stats()
     model = hydra.utils.instantiate(cfg.model)
     timer = StepTimer(warmup)
     trainer = L.Trainer(accelerator=accelerator, devices=1, precision=precision, max_steps=warmup + steps,
@@ -134,8 +150,9 @@ def timed_fit(cfg, datamodule, steps: int, warmup: int, accelerator: str, precis
     return timer
 
 
-def run(args: argparse.Namespace, callbacks: list | tuple = ()) -> dict[str, Any]:
-    """Both timed runs of ``args``; ``callbacks`` join the full-step run (e.g. a profiler)."""
+def prepare(args: argparse.Namespace) -> tuple[Any, Any, dict[str, torch.Tensor], str, str]:
+    """The composed config, the set-up datamodule (synthetic data written, cache built), one real
+    batch after the device step (on the CPU), the accelerator and the precision of ``args``."""
     import hydra
 
     gpu = torch.cuda.is_available() and not args.no_gpu
@@ -168,7 +185,13 @@ def run(args: argparse.Namespace, callbacks: list | tuple = ()) -> dict[str, Any
     device = torch.device("cuda" if gpu else "cpu")
     example = datamodule.on_after_batch_transfer({k: v.to(device) for k, v in example.items()}, 0)
     example = {k: v.cpu() for k, v in example.items() if isinstance(v, torch.Tensor)}
+    return cfg, datamodule, example, accelerator, precision
 
+
+def run(args: argparse.Namespace, callbacks: list | tuple = ()) -> dict[str, Any]:
+    """Both timed runs of ``args``; ``callbacks`` join the full-step run (e.g. a profiler)."""
+    cfg, datamodule, example, accelerator, precision = prepare(args)
+    gpu = accelerator == "gpu"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         model_only = timed_fit(cfg, FixedBatches(datamodule, example, args.warmup + args.steps), args.steps,
@@ -187,6 +210,9 @@ def run(args: argparse.Namespace, callbacks: list | tuple = ()) -> dict[str, Any
         "batch_shape": list(example["features"].shape),
         "samples_per_second": rates,
         "ratio_full_to_model_only": ratio,
+        "peak_memory_mib": {"model_only": model_only.peak_memory_mib, "full_step": full.peak_memory_mib},
+        "loss": {"model_only": model_only.loss_summary(), "full_step": full.loss_summary()},
+        "loader": {"num_workers": datamodule.num_workers, "pin_memory": datamodule.pin_memory},
         "goal_ratio": GOAL_RATIO,
         "epochs": epochs,
         "samples_per_epoch": epoch_samples,
