@@ -212,3 +212,24 @@ def test_training_samplers_keep_a_partial_batch_when_there_is_no_full_one() -> N
     assert len(pairs) == 1 and [len(b) for b in pairs] == [6]
     enough = OutlierExposureBatchSampler(np.array([1] * 9 + [0] * 9), batch_size=8, seed=0)
     assert [len(b) for b in enough] == [8, 8]  # two full batches; the ninth target clip waits
+
+
+def test_pin_memory_follows_the_trainers_device_unless_set(big_2022: Path, tmp_path: Path, monkeypatch) -> None:
+    """``pin_memory: null`` pins batches exactly when the attached trainer's device is CUDA; a set
+    value wins. Catches (tried once): the setting ignored, so the loader never pins."""
+    import lightning as L
+
+    def loader_pins(pin_memory, device: str | None) -> bool:
+        dm = DCASE2022DataModule(root=big_2022, machine_types=["fan"], cache_dir=tmp_path / "cache",
+                                 pin_memory=pin_memory, train_crop={"frames": 16}, progress=False)
+        dm.prepare_data()
+        dm.setup("fit")
+        if device is not None:
+            trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)
+            monkeypatch.setattr(type(trainer.strategy), "root_device", property(lambda self: torch.device(device)))
+            dm.trainer = trainer
+        return dm.train_dataloader().pin_memory
+
+    assert loader_pins(None, None) is False and loader_pins(None, "cpu") is False
+    assert loader_pins(None, "cuda") is True
+    assert loader_pins(False, "cuda") is False and loader_pins(True, "cpu") is True
