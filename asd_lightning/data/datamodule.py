@@ -472,7 +472,7 @@ class DCASEDataModule(L.LightningDataModule):
 
     def pins_memory(self) -> bool:
         """``pin_memory``, or where it is None, whether the attached trainer runs on a CUDA device
-        (pinned batches: DG-Mix pre-training's full step 17 % faster at 8 workers on an H200,
+        (pinned batches: DG-Mix pre-training's full step 20 % faster at 8 workers on an H200,
         benchmarks/h200-2026-12-04)."""
         if self.pin_memory is not None:
             return bool(self.pin_memory)
