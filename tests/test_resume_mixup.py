@@ -1,0 +1,55 @@
+"""Exact resume where it is hardest: a method that draws mixup coefficients and partners from
+the global RNG every step (``dgmix_scratch``: section-ID fine-tuning with mixup), loading with
+two worker processes (``data.num_workers=2``) and random crop positions (two per clip and epoch). A run stopped by SIGTERM mid-epoch and resumed
+from ``last.ckpt`` (``ckpt_path=last``, the same command) ends with the same weights, validation
+losses and scores, to the bit, as the uninterrupted run. The AE baseline's resume (no RNG draws
+in the step, in-process loading) is checked in ``test_reliability``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from asd_lightning.train import train
+from asd_lightning.utils.resume import EXIT_INTERRUPTED
+from conftest import make_2022
+from test_train import compose_train
+
+
+def final_state(run: Path) -> tuple[dict, pd.DataFrame, bytes]:
+    """Weights of ``last.ckpt``, the per-epoch validation loss logged last and the clip scores."""
+    state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["state_dict"]
+    log = pd.concat([pd.read_csv(f) for f in sorted(run.rglob("metrics.csv"))])  # a resumed run: a new version
+    val = log.dropna(subset=["val/loss"])[["epoch", "val/loss"]].drop_duplicates("epoch", keep="last")
+    return state, val, (run / "submission" / "clip_scores.csv").read_bytes()
+
+
+@pytest.mark.slow
+def test_a_mixup_method_with_two_loader_workers_resumes_exactly(tmp_path: Path) -> None:
+    """Breaks caught: the checkpoint without the RNG states (the resumed epoch draws other mixup
+    coefficients and partners), crops drawn from the workers' own RNG (other crops after the
+    workers restart), the resumed loader starting at epoch 0's plan."""
+    root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=6, n_test=1, seconds=2.0)
+    command = ["experiment=dgmix_scratch", f"data.root={root}", "data.machine_types=[fan]",
+               f"data.cache_dir={tmp_path / 'cache'}", "data.num_workers=2", "data.progress=false", "logger=csv",
+               "trainer.accelerator=cpu", "trainer.max_epochs=3", "data.batch_size=4", "data.val_fraction=0.2",
+               "data.features.n_mels=32", "data.train_crop.frames=32", "data.train_crop.per_clip=2", "data.test_segments.frames=32",
+               "data.test_segments.hop=16", "callbacks.inlier.plots=false", "callbacks.inlier.bundle_dir=null",
+               "+trainer.enable_progress_bar=false", "ckpt_path=last"]
+    train(compose_train(command, tmp_path / "reference"))
+
+    stop = ["+callbacks.stop._target_=pause_callback.TerminateAt", "+callbacks.stop.epoch=1", "+callbacks.stop.batch=1"]
+    with pytest.raises(SystemExit) as stopped:
+        train(compose_train(command + stop, tmp_path / "run"))
+    assert stopped.value.code == EXIT_INTERRUPTED
+    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    train(compose_train(command, tmp_path / "run"))  # the same command resumes
+
+    reference, resumed = final_state(tmp_path / "reference"), final_state(tmp_path / "run")
+    assert reference[0].keys() == resumed[0].keys()
+    assert all(torch.equal(reference[0][k], resumed[0][k]) for k in reference[0])
+    assert len(reference[1]) == 3 and reference[1].reset_index(drop=True).equals(resumed[1].reset_index(drop=True))
+    assert reference[2] == resumed[2]
