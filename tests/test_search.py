@@ -1,6 +1,7 @@
 """The per-machine-type hyperparameter search (``asd-train -m hparams_search=...``): search
 spaces, the hparams_search configs, stale trials of dead workers, exported experiment configs,
-and a real 3-trial search on two machine types whose worker is killed and resumed."""
+a real 3-trial search on two machine types whose worker is killed and resumed, and a 2-trial
+search whose best trial is re-run (``final=rerun``)."""
 
 from __future__ import annotations
 
