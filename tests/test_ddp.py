@@ -107,9 +107,9 @@ def test_every_sampler_under_ddp_shards_one_plan_per_epoch_into_disjoint_rank_ba
     trains on every other batch of the same epoch plan (the plan the sampler draws from
     ``(seed, epoch)``), so the ranks' target clips, and the outlier halves of the two-BCE
     batches, are disjoint within an epoch, and Lightning's ``set_epoch`` gives a new plan every
-    epoch. Breaks caught: a sampler that does not shard (every rank trains on the whole plan),
-    one that draws per rank (``rng`` seeded with the rank: overlapping ranks), outlier halves drawn
-    per rank, and a sampler stuck at epoch 0 (``set_epoch`` not reached)."""
+    epoch. Breaks caught (each tried): ranks that do not shard (both train on the same
+    batches), outlier halves drawn from a stream seeded per rank (overlapping pseudo-anomalies),
+    a sampler stuck at epoch 0 (``set_epoch`` without effect)."""
     root = make_2022(tmp_path / "d", machines=("fan", "valve"), sections=(0, 1), n_train=10, n_test=1, seconds=0.5)
     common = dict(root=root, machine_types=["fan"], cache_dir=tmp_path / "cache", batch_size=4, val_fraction=0.0,
                   num_workers=0, progress=False, train_crop={"seconds": 0.25}, seed=3)

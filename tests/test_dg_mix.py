@@ -144,8 +144,7 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
     assert np.isfinite(metrics["test/official_score"])
     pretrained = torch.load(ckpt, weights_only=False)["state_dict"]
     # the fine-tuning's first step starts from the pre-trained encoder, every weight and
-    # batch-norm statistic of it (break caught: setup loads nothing, or into a copy, or the
-    # Trainer re-initialises the encoder after setup)
+    # batch-norm statistic of it (break caught, tried: the fine-tuning's setup loads nothing)
     started = torch.load(start)
     encoder = {k: v for k, v in pretrained.items() if k.startswith("encoder.")}
     assert len(encoder) > 10 and set(encoder) == {k for k in started if k.startswith("encoder.")}

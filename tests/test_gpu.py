@@ -21,9 +21,9 @@ DEVICE = "cuda"
 
 
 def test_the_log_mel_on_the_gpu_equals_the_cpu_front_end() -> None:
-    """The CPU path is the front end's own chunked transform, CUDA runs torchaudio's. Breaks
-    caught: the two paths with other windows, padding, filterbanks or log floors (a model trained
-    on a GPU would then score other features on the CPU)."""
+    """The CPU path is the front end's own chunked transform, CUDA runs torchaudio's. Breaks it
+    would catch (not tried: no CUDA device here): the two paths with other windows, padding,
+    filterbanks or log floors (a model trained on a GPU would then score other features on the CPU)."""
     torch.manual_seed(0)
     t = torch.arange(16000) / 16000
     waves = torch.stack([0.3 * torch.sin(2 * np.pi * f * t) + 0.05 * torch.randn(16000) for f in (300, 440, 1000)])
@@ -40,8 +40,9 @@ def test_the_log_mel_on_the_gpu_equals_the_cpu_front_end() -> None:
 
 def test_a_bf16_mixed_run_trains_and_scores_through_asd_train(tmp_path: Path) -> None:
     """``trainer=gpu`` (bf16-mixed) on DG-Mix without pre-training: mixup draws, the log-mel on
-    the device, the test loop and the inlier models. Breaks caught: a tensor left on the CPU
-    (device mismatch), bf16 weights where Lightning keeps fp32 master weights, overflow to NaN."""
+    the device, the test loop and the inlier models. Breaks it would catch (not tried on a GPU;
+    the same test passed on the CPU in bf16-mixed): a tensor left on the CPU (device mismatch),
+    bf16 weights where Lightning keeps fp32 master weights, overflow to NaN."""
     root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=6, n_test=2, seconds=2.0)
     run = tmp_path / "run"
     metrics = train(compose_train([

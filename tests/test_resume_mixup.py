@@ -42,7 +42,7 @@ TINY = {  # method → its tiny settings
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(TINY))
 def test_a_mixup_method_with_two_loader_workers_resumes_exactly(experiment: str, tmp_path: Path) -> None:
-    """Breaks caught: the checkpoint without the RNG states (the resumed epoch draws other mixup
+    """Breaks caught (each tried): the checkpoint without the RNG states (the resumed epoch draws other mixup
     coefficients and partners), crops drawn from the workers' own RNG (other crops after the
     workers restart), the resumed loader starting at epoch 0's plan (two-BCE: also epoch 0's
     stretch of the outlier stream). The last one was a real bug for every method with an LR

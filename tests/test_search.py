@@ -198,9 +198,10 @@ def test_final_rerun_trains_the_best_trial_again_and_the_export_holds_the_studys
         tiny_synthetic, tmp_path: Path) -> None:
     """``final=rerun``: the best trial is trained again (same parameters, same seed, same training
     clips: the same weights, to the bit) and tested on the held-out section; ``best.json`` and
-    the exported config hold exactly the study's best trial's parameters. Breaks caught: the final
-    job run without the best parameters (defaults, or another trial's), a rerun that does not
-    train (rescoring someone else's weights), an export of other values than the best trial's."""
+    the exported config hold exactly the study's best trial's parameters. Breaks caught (each
+    tried): the final job run without the best parameters, a rerun that does not train (the
+    rescore branch taken), ``best.json`` with another trial's parameters, an export that leaves a
+    best parameter out."""
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
@@ -224,7 +225,8 @@ def test_final_rerun_trains_the_best_trial_again_and_the_export_holds_the_studys
                for folder in (sweep / best.user_attrs["folder"], rerun)]
     assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     held_out = ScoreReport.load(rerun / "submission" / "scores.json")
-    assert held_out.rows["section"].tolist() == [1] and record["heldout_value"] == pytest.approx(held_out.official_score)
+    assert held_out.rows["section"].tolist() == [1]
+    assert record["heldout_value"] == pytest.approx(held_out.official_score)
 
     exported = compose_train(["experiment=tuned/ae_baseline/fan", f"hydra.searchpath=[file://{conf}]"], tmp_path / "x")
     assert {key: OmegaConf.select(exported, key) for key in best.params} == best.params

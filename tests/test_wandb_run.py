@@ -26,22 +26,23 @@ FIGURES = ("roc", "score_histograms", "embeddings_pca")
 @pytest.mark.slow
 def test_an_offline_wandb_run_receives_the_scores_the_figures_and_the_embedding_table(tmp_path: Path,
                                                                                        monkeypatch) -> None:
-    """Breaks caught: figures or the table not sent to a ``WandbLogger`` (logged to the other
-    loggers only), a table whose scores or embeddings are not its rows' clips' (rows out of
-    order), test metrics missing from the run's summary."""
+    """Breaks caught (each tried): the figures not sent to a ``WandbLogger``, the table not
+    sent, a table whose embeddings are not its rows' clips' (rows out of order)."""
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     root = make_2022(tmp_path / "data", machines=("fan",), sections=(0, 1), n_train=4, n_test=2, seconds=1.0)
     run = tmp_path / "run"
     metrics = train(compose_train([
-        "experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan]", f"data.cache_dir={tmp_path / 'cache'}",
+        "experiment=ae_baseline", f"data.root={root}", "data.machine_types=[fan]",
+        f"data.cache_dir={tmp_path / 'cache'}",
         "data.num_workers=0", "data.progress=false", "logger=wandb", "trainer.accelerator=cpu", "trainer.max_epochs=1",
         "data.batch_size=4", "callbacks=inlier",
         "+trainer.enable_progress_bar=false"], run))
     folder = next(run.glob("wandb/offline-run-*"))
     summary = offline_run(next(folder.glob("run-*.wandb")))["summary"]
 
-    scores = {k: v for k, v in metrics.items() if k.startswith("test/") and "/section_" in k or k == "test/official_score"}
+    scores = {k: v for k, v in metrics.items()
+              if (k.startswith("test/") and "/section_" in k) or k == "test/official_score"}
     assert len(scores) > 10 and all(summary[k] == pytest.approx(v) for k, v in scores.items())
     for name in FIGURES:
         assert summary[f"test/{name}/_type"] == "images/separated"
@@ -52,7 +53,8 @@ def test_an_offline_wandb_run_receives_the_scores_the_figures_and_the_embedding_
     table = json.loads((folder / "files" / summary["test/embeddings/path"]).read_text())
     clips = pd.read_csv(run / "submission" / "clip_scores.csv").query("split == 'test'")
     dims = len(table["columns"]) - 6
-    assert table["columns"] == ["file", "machine", "section", "domain", "label", "score", *[f"e{j}" for j in range(dims)]]
+    assert table["columns"] == ["file", "machine", "section", "domain", "label", "score",
+                                *[f"e{j}" for j in range(dims)]]
     rows = pd.DataFrame(table["data"], columns=table["columns"])
     assert dims > 1 and len(rows) == len(clips) == 2 * 2 * 2 * 2  # every labelled test clip, once
     merged = rows.merge(clips, on=["file", "machine", "section", "domain", "label"], suffixes=("", "_run"))
