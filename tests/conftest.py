@@ -16,6 +16,17 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = Path(os.environ.get("ASD_SAMPLE_DIR") or REPO / ".." / "shared" / "data" / "dcase2023-sample")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked ``gpu`` skip, each with the reason, where no CUDA device is found."""
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            for item in gpu:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA device (run with -m gpu on a GPU machine)"))
+
+
 def write_wav(path: Path, seconds: float = 1.0, sr: int = 16000, channels: int = 1, subtype: str = "PCM_16",
               seed: int = 0, freq: float = 440.0) -> np.ndarray:
     """Write a tone plus noise; returns the float samples written."""

@@ -1,6 +1,7 @@
 """The per-machine-type hyperparameter search (``asd-train -m hparams_search=...``): search
 spaces, the hparams_search configs, stale trials of dead workers, exported experiment configs,
-and a real 3-trial search on two machine types whose worker is killed and resumed."""
+a real 3-trial search on two machine types whose worker is killed and resumed, and a 2-trial
+search whose best trial is re-run (``final=rerun``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from asd_lightning.metrics.official import ScoreReport
@@ -189,3 +191,42 @@ def test_a_search_per_machine_type_survives_a_killed_worker_and_exports_configs_
     assert train(cfg)["test/official_score"] == pytest.approx(fan_best["heldout_value"], abs=1e-6)
     valve = compose_train(["experiment=tuned/ae_baseline/valve", f"hydra.searchpath=[file://{conf}]"], tmp_path)
     assert list(valve.data.machine_types) == ["valve"]
+
+
+@pytest.mark.slow
+def test_final_rerun_trains_the_best_trial_again_and_the_export_holds_the_studys_best_parameters(
+        tiny_synthetic, tmp_path: Path) -> None:
+    """``final=rerun``: the best trial is trained again (same parameters, same seed, same training
+    clips: the same weights, to the bit) and tested on the held-out section; ``best.json`` and
+    the exported config hold exactly the study's best trial's parameters. Breaks caught (each
+    tried): the final job run without the best parameters, a rerun that does not train (the
+    rescore branch taken), ``best.json`` with another trial's parameters, an export that leaves a
+    best parameter out."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    sweep, conf = tmp_path / "search", tmp_path / "conf"
+    command = ["-m", "hparams_search=ae_baseline", *tiny_synthetic, "trainer.max_epochs=1", "data.machine_types=[fan]",
+               "logger=csv", f"hydra.sweep.dir={sweep}", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.seed=1",
+               "hydra.sweeper.final=rerun", "hydra.sweeper.tune_overrides=['data.test_sections=[0]']",
+               "hydra.sweeper.report_overrides=['data.test_sections=[1]']",
+               f"hydra.sweeper.export_dir={conf / 'experiment' / 'tuned'}"]
+    code, _, err = finish(asd_train(command, tmp_path))
+    assert code == 0, err[-3000:]
+
+    storage = JournalStorage(JournalFileBackend(str(sweep / "optuna.journal")))
+    study = optuna.load_study(study_name="ae_baseline-fan", storage=storage)
+    best, record = study.best_trial, json.loads((sweep / "fan" / "best.json").read_text())
+    assert len(study.trials) == 2 and study.trials[0].params != study.trials[1].params
+    assert (record["trial"], record["params"], record["tuning_value"]) == (best.number, best.params, best.value)
+
+    rerun = sweep / "fan" / "best"
+    weights = [torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+               for folder in (sweep / best.user_attrs["folder"], rerun)]
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    held_out = ScoreReport.load(rerun / "submission" / "scores.json")
+    assert held_out.rows["section"].tolist() == [1]
+    assert record["heldout_value"] == pytest.approx(held_out.official_score)
+
+    exported = compose_train(["experiment=tuned/ae_baseline/fan", f"hydra.searchpath=[file://{conf}]"], tmp_path / "x")
+    assert {key: OmegaConf.select(exported, key) for key in best.params} == best.params

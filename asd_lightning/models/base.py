@@ -164,6 +164,18 @@ class ASDMethod(L.LightningModule):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in seen]
         return [g for g in groups if g["params"]] + ([{"params": rest}] if rest else [])
 
+    def _rebuild_train_loader_after_restore(self) -> None:
+        """Sizing the schedule (``estimated_stepping_batches``) makes Lightning build the training
+        loader, and draw its first epoch's batches, before a resumed fit restores the
+        checkpoint's epoch; the resumed epoch would then train on epoch 0's batches and crops.
+        Drop that loader: the fit loop builds it again after the restore, at the right epoch
+        (Lightning 2.6's fit loop; ``tests/test_resume_mixup.py`` checks it)."""
+        fit_loop = self.trainer.fit_loop
+        if fit_loop._data_fetcher is not None:
+            fit_loop._data_fetcher.teardown()  # stops the loader's worker processes
+            fit_loop._data_fetcher = None
+        fit_loop._combined_loader = None
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise ValueError(f"{type(self).__name__} has no optimizer: pass model.optimizer to train it")
@@ -171,6 +183,8 @@ class ASDMethod(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         steps = int(self.trainer.estimated_stepping_batches)
+        if self.trainer.ckpt_path is not None:
+            self._rebuild_train_loader_after_restore()
         target = getattr(self.scheduler_factory, "func", self.scheduler_factory)
         accepted = inspect.signature(target).parameters
         sizing = {name: steps for name in ("total_steps", "T_max", "total_iters") if name in accepted}
