@@ -64,12 +64,16 @@ def _hydra_value(text: str) -> str:
 
 
 def program() -> list[str]:
-    """How this process was started: the console script, or ``python -m <module>``."""
+    """How this process was started: the ``asd-train`` console script, or ``python -m
+    asd_lightning.train``; ``asd-train`` when ``train()`` runs inside another program (a
+    benchmark script, a notebook), whose own command would not take these overrides."""
     main = sys.modules.get("__main__")
     module = getattr(getattr(main, "__spec__", None), "name", None)
-    if module and module != "__main__":
+    if module and module.startswith("asd_lightning."):
         return [sys.executable, "-m", module]
-    return [sys.argv[0]] if sys.argv and sys.argv[0] else [sys.executable, "-m", "asd_lightning.train"]
+    if sys.argv and Path(sys.argv[0]).name == "asd-train":
+        return [sys.argv[0]]
+    return ["asd-train"]
 
 
 def resume_command(overrides: Sequence[str], output_dir: str | Path) -> str:
