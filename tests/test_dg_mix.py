@@ -3,6 +3,7 @@ Lightning steps it, encoder hand-over, and pre-train → fine-tune end to end.""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from omegaconf import OmegaConf
 
 from asd_lightning.models.components.dg_mix_encoder import DGMixEncoder
@@ -53,6 +55,49 @@ def test_vicreg_views_differ_and_spec_augment_masks() -> None:
     assert time_warp(x, 5).shape == x.shape
     losses = VICRegPretrain().losses(x)
     assert losses["invariance"].item() > 0 and torch.isfinite(losses["loss"])
+
+
+class Views(nn.Module):
+    """A stand-in augmentation that returns given views in turn (first call, second call)."""
+
+    def __init__(self, *views: torch.Tensor) -> None:
+        super().__init__()
+        self.views = list(views)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.views.pop(0)
+
+
+class Flat(nn.Module):
+    """Identity encoder on ``[N, 1, 1, 2]`` inputs: the 2-D embedding is the input."""
+
+    embedding_dim = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_vicreg_loss_combines_its_three_terms_by_their_weights_by_hand() -> None:
+    """VICReg's loss on two known views through an identity encoder and expander, with three
+    different weights: catches a weight on the wrong term (e.g. the variance weight on the
+    covariance), a regulariser of one view only, or the invariance of other than the two views."""
+    model = VICRegPretrain(encoder=Flat(), invariance_weight=2.0, variance_weight=3.0, covariance_weight=5.0,
+                           expander_width=2, expander_layers=1, pair_batches=True)
+    with torch.no_grad():
+        model.expander[0].weight.copy_(torch.eye(2))
+        model.expander[0].bias.zero_()
+    z = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])
+    z_other = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, 3.0]])
+    model.augment = Views(z.view(3, 1, 1, 2), z_other.view(3, 1, 1, 2))
+    losses = model.losses(torch.zeros(6, 1, 1, 2))  # pair batches: only the first 3 windows are views
+    # invariance: squared differences 0, 0, 4, 4, 16, 36 over 6 entries = 10
+    # variance: z's unbiased variances 4 and 13 (std ≥ 1: no hinge); z′'s 0 and 1/3
+    v_other = ((1 - math.sqrt(1e-4)) + (1 - math.sqrt(1 / 3 + 1e-4))) / 2
+    # covariance: z's off-diagonal covariance 7 → 2 · 7² / 2 = 49; z′'s first column is constant → 0
+    assert losses["invariance"].item() == pytest.approx(10.0)
+    assert losses["variance"].item() == pytest.approx(v_other, rel=1e-6)
+    assert losses["covariance"].item() == pytest.approx(49.0, rel=1e-6)
+    assert losses["loss"].item() == pytest.approx(2 * 10.0 + 3 * v_other + 5 * 49.0, rel=1e-6)
 
 
 def test_vicreg_runs_like_for_like_with_dgmix(tmp_path: Path) -> None:
