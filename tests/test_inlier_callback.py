@@ -174,6 +174,30 @@ def test_gmm_crop_scores_aggregated_per_clip_rank_the_clips_by_the_aggregation()
     assert expected["mean_below_median"] == pytest.approx(authors)
 
 
+def test_clips_with_different_numbers_of_crops_in_one_section_are_aggregated_each_over_its_own() -> None:
+    """Fit and test clips of 1, 2 and 3 crops in one section (clips of other lengths cut into
+    windows), 1-NN on 1-D crops. Catches a clip aggregation that assumes equal crop counts
+    (rows split evenly among the clips: clip 3 would get crops 1, 2 and clip 4 crops 3, 1)."""
+    table = pd.DataFrame({"clip_id": range(6), "machine": "fan", "section": 0, "domain": "source",
+                          "subset": ["train"] * 3 + ["test"] * 3})
+    fit = {0: np.array([[0.0], [0.0]]), 1: np.array([[12.0]]), 2: np.array([[20.0], [20.0], [20.0]])}
+    test = {3: np.array([[1.0], [2.0], [9.0]]), 4: np.array([[19.0]]), 5: np.array([[5.0], [16.0]])}
+    # crop distances to the nearest of 0, 0, 12, 20, 20, 20: clip 3 (1, 2, 3); clip 4 (1); clip 5 (5, 4)
+    # fit clips, each against the others' crops: clip 0 (12, 12); clip 1 (8); clip 2 (8, 8, 8)
+    expected = {"mean": ([2.0, 1.0, 4.5], [12.0, 8.0, 8.0]),
+                "mean_below_median": ([1.5, 1.0, 4.0], [12.0, 8.0, 8.0]),  # ceil(S / 2) lowest: 2 of 3, 1 of 2
+                "median": ([2.0, 1.0, 4.5], [12.0, 8.0, 8.0]),
+                "max": ([3.0, 1.0, 5.0], [12.0, 8.0, 8.0])}
+    for aggregation, (test_expected, fit_expected) in expected.items():
+        cb = InlierModelCallback(model=lambda: KNNInlier(k=1), aggregation=aggregation)
+        test_scores, fit_scores = cb.score(table, test, fit)
+        assert scores(test_scores) == pytest.approx(test_expected), aggregation
+        assert scores(fit_scores) == pytest.approx(fit_expected), aggregation
+        # the fitted scorer alone (what a bundle scores with) aggregates alike, in any order of clips
+        scorer = cb.scorers[("fan", 0)]
+        assert scorer([test[5], test[3], test[4]]).tolist() == pytest.approx([test_expected[i] for i in (2, 0, 1)])
+
+
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="fit_subset"):
         InlierModelCallback(fit_subset="test")
