@@ -199,15 +199,22 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
 def test_dgmix_without_pretraining_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
     """Table 2's DG-Mix without pre-training, small CPU settings: 3 epochs of every window (8 per
     4 s clip) at lr 1e-3 (the paper's 1e-4 needs the full data's many more steps); 1-NN on
-    clip-mean embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data."""
+    clip-mean embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data.
+
+    Anomalies at twice the default strength: at the default, training seeds 0, 1, 2, 12345 gave
+    official scores 0.54-0.62 (seed 2 below the former threshold of 0.56). At twice it
+    (2026-12-04): official 0.70-0.77, source AUC hmean 0.83-0.90 (this seed: 0.77, 0.90).
+    Catches scores that land on other clips than their own (a section's scores in reverse
+    order: official 0.09); not scoring by the farthest training embedding, which finds these
+    anomalies too."""
     cfg = compose_train(["experiment=dgmix_scratch", "data=synthetic", "data.synthetic.difficulty=easy",
-                         f"data.root={tmp_path / 'synthetic'}",
+                         "+data.synthetic.anomaly_strength=2", f"data.root={tmp_path / 'synthetic'}",
                          f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
                          "trainer.accelerator=cpu", "callbacks.inlier.plots=false", "callbacks.inlier.bundle_dir=null",
                          "model.optimizer.lr=0.001", "trainer.max_epochs=3"], tmp_path / "run")
     metrics = train(cfg)
-    assert metrics["test/official_score"] > 0.56
-    assert metrics["test/auc_source_hmean"] > 0.7
+    assert metrics["test/official_score"] > 0.62
+    assert metrics["test/auc_source_hmean"] > 0.75
 
 
 @pytest.mark.parametrize("family", ["dgmix", "vicreg"])
