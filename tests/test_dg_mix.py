@@ -3,6 +3,7 @@ Lightning steps it, encoder hand-over, and pre-train → fine-tune end to end.""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from omegaconf import OmegaConf
 
 from asd_lightning.models.components.dg_mix_encoder import DGMixEncoder
@@ -53,6 +55,49 @@ def test_vicreg_views_differ_and_spec_augment_masks() -> None:
     assert time_warp(x, 5).shape == x.shape
     losses = VICRegPretrain().losses(x)
     assert losses["invariance"].item() > 0 and torch.isfinite(losses["loss"])
+
+
+class Views(nn.Module):
+    """A stand-in augmentation that returns given views in turn (first call, second call)."""
+
+    def __init__(self, *views: torch.Tensor) -> None:
+        super().__init__()
+        self.views = list(views)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.views.pop(0)
+
+
+class Flat(nn.Module):
+    """Identity encoder on ``[N, 1, 1, 2]`` inputs: the 2-D embedding is the input."""
+
+    embedding_dim = 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+def test_vicreg_loss_combines_its_three_terms_by_their_weights_by_hand() -> None:
+    """VICReg's loss on two known views through an identity encoder and expander, with three
+    different weights: catches a weight on the wrong term (e.g. the variance weight on the
+    covariance), a regulariser of one view only, or the invariance of other than the two views."""
+    model = VICRegPretrain(encoder=Flat(), invariance_weight=2.0, variance_weight=3.0, covariance_weight=5.0,
+                           expander_width=2, expander_layers=1, pair_batches=True)
+    with torch.no_grad():
+        model.expander[0].weight.copy_(torch.eye(2))
+        model.expander[0].bias.zero_()
+    z = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 9.0]])
+    z_other = torch.tensor([[1.0, 2.0], [1.0, 2.0], [1.0, 3.0]])
+    model.augment = Views(z.view(3, 1, 1, 2), z_other.view(3, 1, 1, 2))
+    losses = model.losses(torch.zeros(6, 1, 1, 2))  # pair batches: only the first 3 windows are views
+    # invariance: squared differences 0, 0, 4, 4, 16, 36 over 6 entries = 10
+    # variance: z's unbiased variances 4 and 13 (std ≥ 1: no hinge); z′'s 0 and 1/3
+    v_other = ((1 - math.sqrt(1e-4)) + (1 - math.sqrt(1 / 3 + 1e-4))) / 2
+    # covariance: z's off-diagonal covariance 7 → 2 · 7² / 2 = 49; z′'s first column is constant → 0
+    assert losses["invariance"].item() == pytest.approx(10.0)
+    assert losses["variance"].item() == pytest.approx(v_other, rel=1e-6)
+    assert losses["covariance"].item() == pytest.approx(49.0, rel=1e-6)
+    assert losses["loss"].item() == pytest.approx(2 * 10.0 + 3 * v_other + 5 * 49.0, rel=1e-6)
 
 
 def test_vicreg_runs_like_for_like_with_dgmix(tmp_path: Path) -> None:
@@ -165,15 +210,22 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
 def test_dgmix_without_pretraining_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
     """Table 2's DG-Mix without pre-training, small CPU settings: 3 epochs of every window (8 per
     4 s clip) at lr 1e-3 (the paper's 1e-4 needs the full data's many more steps); 1-NN on
-    clip-mean embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data."""
+    clip-mean embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data.
+
+    Anomalies at twice the default strength: at the default, training seeds 0, 1, 2, 12345 gave
+    official scores 0.54-0.62 (seed 2 below the former threshold of 0.56). At twice it
+    (2026-12-04): official 0.70-0.77, source AUC hmean 0.83-0.90 (this seed: 0.77, 0.90).
+    Catches scores that land on other clips than their own (a section's scores in reverse
+    order: official 0.09); not scoring by the farthest training embedding, which finds these
+    anomalies too."""
     cfg = compose_train(["experiment=dgmix_scratch", "data=synthetic", "data.synthetic.difficulty=easy",
-                         f"data.root={tmp_path / 'synthetic'}",
+                         "+data.synthetic.anomaly_strength=2", f"data.root={tmp_path / 'synthetic'}",
                          f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
                          "trainer.accelerator=cpu", "callbacks.inlier.plots=false", "callbacks.inlier.bundle_dir=null",
                          "model.optimizer.lr=0.001", "trainer.max_epochs=3"], tmp_path / "run")
     metrics = train(cfg)
-    assert metrics["test/official_score"] > 0.56
-    assert metrics["test/auc_source_hmean"] > 0.7
+    assert metrics["test/official_score"] > 0.62
+    assert metrics["test/auc_source_hmean"] > 0.75
 
 
 @pytest.mark.parametrize("family", ["dgmix", "vicreg"])

@@ -40,6 +40,24 @@ def test_fused_score_is_the_weighted_mean_of_per_section_z_scores() -> None:
     assert run.report.official_score == pytest.approx(evaluate(run.test, 2022).official_score)
 
 
+def test_each_section_is_z_scored_by_its_own_fit_clips() -> None:
+    """Two sections whose fit scores differ a hundredfold: each is z-scored by its own fit clips.
+    Catches z-scoring pooled over all sections (or per machine type): section 1's fit clips
+    (mean 200, std 100) would then set the scale of section 0's clips too."""
+    def two_sections(fit: tuple[list[float], list[float]], test: tuple[list[float], list[float]]) -> pd.DataFrame:
+        return pd.concat([run_table(f, t).assign(section=s) for s, (f, t) in enumerate(zip(fit, test))],
+                         ignore_index=True)
+
+    a = two_sections(([1.0, 3.0], [100.0, 300.0]), ([2.0, 4.0, 0.0, 6.0], [300.0, 500.0, 100.0, 200.0]))
+    b = two_sections(([10.0, 30.0], [0.0, 4.0]), ([20.0, 0.0, 40.0, 60.0], [2.0, 6.0, 0.0, 8.0]))
+    run = fuse([a, b])
+    # a: section 0 (mean 2, std 1) → 0, 2, -2, 4; section 1 (mean 200, std 100) → 1, 3, -1, 0
+    # b: section 0 (mean 20, std 10) → 0, -2, 2, 4; section 1 (mean 2, std 2) → 0, 2, -1, 3
+    test = run.test.sort_values(["section", "file"])
+    assert test["score"].tolist() == pytest.approx([0.0, 0.0, 0.0, 4.0, 0.5, 2.5, -1.0, 1.5])
+    assert run.fit.sort_values(["section", "file"])["score"].tolist() == pytest.approx([-1.0, 1.0, -1.0, 1.0])
+
+
 def test_fusion_checks_its_runs() -> None:
     a = run_table([1.0, 3.0], [2.0, 4.0, 0.0, 6.0])
     other = a.assign(file=a["file"].str.replace("t3", "t9"))

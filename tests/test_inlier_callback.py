@@ -14,7 +14,7 @@ from asd_lightning.callbacks.inlier_model import InlierModelCallback
 from asd_lightning.deploy.cli import main as score_main
 from asd_lightning.eval import evaluate_checkpoint
 from asd_lightning.metrics import read_submission
-from asd_lightning.scoring import KNNInlier
+from asd_lightning.scoring import GMMInlier, KNNInlier
 from asd_lightning.train import train
 from conftest import make_2022
 from test_train import compose_train, local_copy
@@ -137,6 +137,65 @@ def test_segment_scores_aggregated_per_clip_and_zscore() -> None:
     raw = np.array([2.0, 2.0, 3.0, 3.0])
     assert scores(test) == pytest.approx(list((np.array([1.0, 1.0]) - raw.mean()) / raw.std()))
     assert np.mean(scores(fit)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gmm_crop_scores_aggregated_per_clip_rank_the_clips_by_the_aggregation() -> None:
+    """GMM → crop scores → aggregation → clip score, through the callback, on a section where the
+    three aggregations rank three test clips three ways. The fit clips' 12 crops (1-D, ±1) give
+    a Gaussian of mean 0 and variance 1 (+ reg_covar): a crop at x scores c + x² / 2.
+    Catches an aggregation that takes the wrong half of the crops (mean_below_median keeping the
+    most anomalous ones), one that ignores the setting (every clip by its mean), and a clip score
+    taken over other than the clip's own crops. mean_below_median is what the two-BCE authors'
+    code computes (the mean of the upper half of the log-likelihoods, negated)."""
+    table = pd.DataFrame({"clip_id": range(6), "machine": "fan", "section": 0, "domain": "source",
+                          "subset": ["val"] * 3 + ["test"] * 3})
+    fit = {0: [-1.0, 1.0, -1.0, 1.0], 1: [1.0, -1.0, 1.0, -1.0], 2: [-1.0, -1.0, 1.0, 1.0]}
+    test = {3: [0.0, 0.0, 3.0, 3.0],  # A: two normal crops, two very anomalous ones
+            4: [2.0, 2.0, 2.0, 2.0],  # B: every crop somewhat anomalous
+            5: [0.5, 0.5, 2.4, 2.4]}  # C: in between
+    as_rows = lambda clips: {i: np.array(x)[:, None] for i, x in clips.items()}  # noqa: E731
+    var = 1.0 + 1e-6  # GMMInlier's reg_covar
+    nll = lambda x: 0.5 * np.log(2 * np.pi * var) + 0.5 * np.asarray(x) ** 2 / var  # noqa: E731
+    c = nll(0.0)
+    expected = {"mean": [c + 2.25 / var, c + 2.0 / var, c + 1.5025 / var],  # A > B > C
+                "mean_above_median": [c + 4.5 / var, c + 2.0 / var, c + 2.88 / var],  # A > C > B
+                "mean_below_median": [c, c + 2.0 / var, c + 0.125 / var]}  # B > C > A
+    ranks = {}
+    for aggregation, values in expected.items():
+        cb = InlierModelCallback(model=lambda: GMMInlier(n_components=1), fit_subset="val", aggregation=aggregation)
+        test_scores, fit_scores = cb.score(table, as_rows(test), as_rows(fit))
+        assert scores(test_scores) == pytest.approx(values, rel=1e-9)
+        # each fit clip scored by the Gaussian of the other two (mean 0, variance 1 again): crops at ±1
+        assert scores(fit_scores) == pytest.approx([nll(1.0)] * 3, rel=1e-9)
+        ranks[aggregation] = np.argsort(scores(test_scores))[::-1].tolist()
+    assert ranks == {"mean": [0, 1, 2], "mean_above_median": [0, 2, 1], "mean_below_median": [1, 2, 0]}
+    # the authors' rule on the crops' log-likelihoods: -mean(sorted(ll)[S // 2:])
+    authors = [-np.mean(sorted(-nll(x))[2:]) for x in test.values()]
+    assert expected["mean_below_median"] == pytest.approx(authors)
+
+
+def test_clips_with_different_numbers_of_crops_in_one_section_are_aggregated_each_over_its_own() -> None:
+    """Fit and test clips of 1, 2 and 3 crops in one section (clips of other lengths cut into
+    windows), 1-NN on 1-D crops. Catches a clip aggregation that assumes equal crop counts
+    (rows split evenly among the clips: clip 3 would get crops 1, 2 and clip 4 crops 3, 1)."""
+    table = pd.DataFrame({"clip_id": range(6), "machine": "fan", "section": 0, "domain": "source",
+                          "subset": ["train"] * 3 + ["test"] * 3})
+    fit = {0: np.array([[0.0], [0.0]]), 1: np.array([[12.0]]), 2: np.array([[20.0], [20.0], [20.0]])}
+    test = {3: np.array([[1.0], [2.0], [9.0]]), 4: np.array([[19.0]]), 5: np.array([[5.0], [16.0]])}
+    # crop distances to the nearest of 0, 0, 12, 20, 20, 20: clip 3 (1, 2, 3); clip 4 (1); clip 5 (5, 4)
+    # fit clips, each against the others' crops: clip 0 (12, 12); clip 1 (8); clip 2 (8, 8, 8)
+    expected = {"mean": ([2.0, 1.0, 4.5], [12.0, 8.0, 8.0]),
+                "mean_below_median": ([1.5, 1.0, 4.0], [12.0, 8.0, 8.0]),  # ceil(S / 2) lowest: 2 of 3, 1 of 2
+                "median": ([2.0, 1.0, 4.5], [12.0, 8.0, 8.0]),
+                "max": ([3.0, 1.0, 5.0], [12.0, 8.0, 8.0])}
+    for aggregation, (test_expected, fit_expected) in expected.items():
+        cb = InlierModelCallback(model=lambda: KNNInlier(k=1), aggregation=aggregation)
+        test_scores, fit_scores = cb.score(table, test, fit)
+        assert scores(test_scores) == pytest.approx(test_expected), aggregation
+        assert scores(fit_scores) == pytest.approx(fit_expected), aggregation
+        # the fitted scorer alone (what a bundle scores with) aggregates alike, in any order of clips
+        scorer = cb.scorers[("fan", 0)]
+        assert scorer([test[5], test[3], test[4]]).tolist() == pytest.approx([test_expected[i] for i in (2, 0, 1)])
 
 
 def test_settings_are_checked() -> None:

@@ -134,12 +134,18 @@ def test_multirun_over_machine_types_with_the_basic_launcher(tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_path: Path, capsys) -> None:
+    """15 epochs of the AE baseline on the easy synthetic 2022 set with anomalies twice the
+    default strength: clearly above chance (0.5) in both domains. Catches an AE score that
+    does not rank anomalies above normal clips (the error negated: source AUC 0.12). Spread over data seeds 1-3 and training seeds 0, 1, 2, 12345 (6 runs, 2026-12-04):
+    official score 0.69-0.81, source AUC 0.81-0.96, target AUC 0.70-0.79, source above target
+    in every run; this seed (data 1, training 12345): 0.80, 0.88, 0.79. At the default strength
+    the official score was 0.51-0.63 over the same seeds (target AUC 0.48-0.59: at chance)."""
     from asd_lightning.metrics.cli import main as evaluate_main
     from asd_lightning.synth.cli import main as synth_main
 
     root = tmp_path / "synth"
     assert synth_main(["--year", "2022", "--out", str(root), "--machine-types", "fan", "valve", "--seed", "1",
-                       "--difficulty", "easy"]) == 0
+                       "--difficulty", "easy", "--anomaly-strength", "2"]) == 0
     cfg = compose_train([  # the asd-synth folder read as any local DCASE 2022 copy
         "experiment=ae_baseline", "data=dcase2022", "data.batch_size=16", "trainer.max_epochs=15", "data.progress=false",
         *local_copy(root, tmp_path),
@@ -147,9 +153,9 @@ def test_ae_baseline_detects_synthetic_anomalies_and_asd_evaluate_agrees(tmp_pat
     metrics = train(cfg)
     # chance is 0.5: the AE must find the synthetic anomalies in the source domain, and the
     # target domain (shifted attributes and background) must be harder
-    assert metrics["test/auc_source_amean"] > 0.65
-    assert metrics["test/auc_source_amean"] > metrics["test/auc_target_amean"]
-    assert metrics["test/official_score"] > 0.45
+    assert metrics["test/auc_source_amean"] > 0.75
+    assert metrics["test/auc_source_amean"] > metrics["test/auc_target_amean"] > 0.6
+    assert metrics["test/official_score"] > 0.6
     # the submission files alone reproduce the official score with asd-evaluate
     submission = tmp_path / "run" / "submission"
     assert evaluate_main(["--year", "2022", "--scores", str(submission), "--root", str(root),

@@ -194,7 +194,10 @@ def test_two_bce_end_to_end(experiment: str, tmp_path: Path) -> None:
 def test_two_bce_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
     """The paper's protocol on a synthetic DCASE 2021-layout set: fan as the target machine,
     gearbox and valve as pseudo-anomalies, source-domain training clips of IDs 00, 01, 03, 04,
-    scored on the source-domain test clips of IDs 03 and 04; small CPU settings."""
+    scored on the source-domain test clips of IDs 03 and 04; small CPU settings. Spread over
+    training seeds 0, 1, 2, 12345 (2026-12-04): Table II's measure 0.65-0.73, AUC hmean
+    0.64-0.74 (this seed: 0.67, 0.68): the lowest seed clears both thresholds (0.55, above
+    chance's 0.5) by 0.09."""
     from asd_lightning.synth import SynthConfig, write_synthetic_dataset
 
     root = write_synthetic_dataset(tmp_path / "s21", SynthConfig(year=2021, dev_sections=(0, 1), eval_sections=(3, 4),
