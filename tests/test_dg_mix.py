@@ -152,13 +152,18 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_dgmix_without_pretraining_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
-    """Table 2's DG-Mix without pre-training, small CPU settings: 3 epochs of every window (8 per
-    4 s clip) at lr 1e-3 (the paper's 1e-4 needs the full data's many more steps); 1-NN on
-    clip-mean embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data."""
+    """Table 2's DG-Mix without pre-training, small CPU settings: 64 mels and 32-frame windows
+    (the paper: 128 and 64; a third of the time), 3 epochs of every window (12 per 4 s clip) at
+    lr 1e-3 (the paper's 1e-4 needs the full data's many more steps); 1-NN on clip-mean
+    embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data.
+    Measured over seeds 12345 / 1 / 2 (2026-12-04): official 0.604 / 0.543 / 0.630, source AUC
+    0.753 / 0.725 / 0.768 (128 mels, 64 frames: 0.621 / 0.573 / 0.536 and 0.764 / 0.785 / 0.746):
+    the official threshold holds for this seed, not for every one, at either size."""
     cfg = compose_train(["experiment=dgmix_scratch", "data=synthetic", "data.synthetic.difficulty=easy",
                          f"data.root={tmp_path / 'synthetic'}",
                          f"data.cache_dir={tmp_path / 'cache'}", "data.progress=false", "logger=none",
                          "trainer.accelerator=cpu", "callbacks.inlier.plots=false", "callbacks.inlier.bundle_dir=null",
+                         "data.features.n_mels=64", "data.train_crop.frames=32", "data.test_segments.frames=32",
                          "model.optimizer.lr=0.001", "trainer.max_epochs=3"], tmp_path / "run")
     metrics = train(cfg)
     assert metrics["test/official_score"] > 0.56
