@@ -111,9 +111,9 @@ def workspace(tmp_path_factory) -> dict:
 
 def dataset(workspace: dict, data: DictConfig) -> Path:
     """The tiny synthetic set that ``data`` (a composed data config) asks for: its year, its machine
-    types and its outlier machine types (every one of the year for ``all``), sections 00 and 01
-    (00 from 2023 on), the first evaluation section its test_sections name (with the ground
-    truth); 6 source clips per section (so that 10 %, one, is held out), 1 target clip, 2 test
+    types and its outlier machine types (every one of the year for ``all``); sections 00 and 01
+    (00 from 2023 on), or 00 and the first evaluation section that its test_sections name (with
+    the ground truth: the two-BCE protocol's IDs 03-05); 6 source clips per section (so that 10 %, one, is held out), 1 target clip, 2 test
     clips per section, domain and label, 1 s each."""
     year, outliers = int(data.year), data.get("outlier_machine_types") or []
     machines = tuple(dict.fromkeys([*data.machine_types, *(MACHINE_TYPES_BY_YEAR[year] if outliers == "all" else outliers)]))
