@@ -153,7 +153,7 @@ def test_pretrain_schedule_then_finetune_end_to_end(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_dgmix_without_pretraining_scores_above_chance_on_the_synthetic_dataset(tmp_path: Path) -> None:
     """Table 2's DG-Mix without pre-training, small CPU settings: 64 mels and 32-frame windows
-    (the paper: 128 and 64; a third of the time), 3 epochs of every window (12 per 4 s clip) at
+    (the paper: 128 and 64; about half the time), 3 epochs of every window (12 per 4 s clip) at
     lr 1e-3 (the paper's 1e-4 needs the full data's many more steps); 1-NN on clip-mean
     embeddings. The pre-training → fine-tuning chain itself is checked above on tiny data.
     Measured over seeds 12345 / 1 / 2 (2026-12-04): official 0.604 / 0.543 / 0.630, source AUC
