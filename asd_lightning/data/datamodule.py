@@ -296,6 +296,15 @@ class DCASEDataModule(L.LightningDataModule):
                                  f"{len(unknown)} are anonymised (e.g. {unknown['path'].iloc[0]}): pass the official "
                                  "ground truth with data.ground_truth=<folder>")
             test = test[test["domain"].isin(self.test_domains)]
+        if self.test_sections is not None:  # a protocol's sections partly absent: its score would be another one
+            for machine in self.machine_types:
+                found = set(test.loc[test["machine"] == machine, "section"].tolist())
+                missing = [s for s in self.test_sections if s not in found]
+                if found and missing:
+                    log.warning("data.test_sections=%s: %s has no test clips of section(s) %s under %s; only %s "
+                                "are scored, so the figures are not those of the requested sections", self.test_sections,
+                                machine, ", ".join(f"{s:02d}" for s in missing), self.root,
+                                ", ".join(f"{s:02d}" for s in sorted(found)))
         if test.empty and (self.test_sections is not None or self.test_domains is not None):
             raise UserError(f"no test clips for {self.machine_types} (sections {self.test_sections}, domains "
                              f"{self.test_domains or 'all'}) under {self.root}")
